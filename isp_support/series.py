@@ -1,0 +1,47 @@
+"""Run the notebook series headlessly with papermill, in order."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from .config import Config
+
+NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
+
+
+def series_notebooks(folder: str | Path = "notebooks") -> list[Path]:
+    """The series' notebooks (``NN_name.ipynb``) in order."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob("*.ipynb") if NOTEBOOK_PATTERN.match(p.name))
+
+
+def notebook_parameters(cfg: Config) -> dict[str, object]:
+    return {"PROFILE": cfg.profile, "DATA_DIR": str(Path(cfg.data_dir).resolve()),
+            "RUN_DIR": str(Path(cfg.run_dir).resolve()), "SEED": cfg.seed, "DEVICE": cfg.device}
+
+
+def run_series(cfg: Config, notebooks_dir: str | Path = "notebooks", only: list[str] | None = None,
+               log=print) -> list[Path]:
+    """Execute every notebook in order into ``<run_dir>/notebooks/``; stops at the first failure."""
+    import papermill as pm
+
+    notebooks = series_notebooks(notebooks_dir)
+    if only:
+        notebooks = [nb for nb in notebooks if any(nb.stem.startswith(o) for o in only)]
+    if not notebooks:
+        log(f"no notebooks matching NN_name.ipynb in {Path(notebooks_dir).resolve()}: nothing to run")
+        return []
+    out_dir = Path(cfg.run_dir) / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = []
+    for nb in notebooks:
+        target = out_dir / nb.name
+        log(f"--> {nb.name} (profile {cfg.profile})")
+        start = time.perf_counter()
+        pm.execute_notebook(str(nb), str(target), parameters=notebook_parameters(cfg), kernel_name="python3",
+                            cwd=str(nb.parent), progress_bar=False, log_output=False)
+        log(f"    done in {time.perf_counter() - start:.1f} s -> {target}")
+        executed.append(target)
+    return executed

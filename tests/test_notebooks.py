@@ -1,0 +1,55 @@
+"""Notebook runs through papermill on the tiny profile (marker: ``notebooks``)."""
+
+import json
+
+import nbformat
+import pytest
+
+from isp_support.config import load_config
+from isp_support.series import run_series, series_notebooks
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.notebooks
+
+
+def _toy_notebook(path):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('PROFILE = None  # tiny | demo | full\nRUN_DIR = None  # where results go')
+    params.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell(
+        "from isp_support.config import load_config\nfrom isp_support.runs import init_run, write_metrics\n"
+        "cfg = load_config(PROFILE, run_dir=RUN_DIR)\nrun_dir, device = init_run(cfg, notebook='00_toy')\n"
+        "write_metrics(run_dir, '00_toy', {'profile': cfg.profile, 'device': device})")
+    nb.cells = [params, body]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nbformat.write(nb, path)
+
+
+def test_series_runner_injects_parameters(tmp_path):
+    (tmp_path / "nbs").mkdir()
+    _toy_notebook(tmp_path / "nbs" / "00_toy.ipynb")
+    _toy_notebook(tmp_path / "nbs" / "scratch.ipynb")  # not part of the series: ignored
+    cfg = load_config("tiny", run_dir=tmp_path / "run", device="cpu", environ={})
+    executed = run_series(cfg, tmp_path / "nbs", log=lambda *_: None)
+    assert [p.name for p in executed] == ["00_toy.ipynb"]
+    metrics = json.loads((tmp_path / "run" / "metrics" / "00_toy.json").read_text())
+    assert metrics == {"profile": "tiny", "device": "cpu"}
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["profile"] == "tiny"
+
+
+@pytest.fixture(scope="module")
+def tiny_series(tiny_dataset, tmp_path_factory):
+    """Every notebook of the series, run in order on the tiny dataset."""
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    cfg = load_config("tiny", data_dir=tiny_dataset, run_dir=run_dir, device="cpu", environ={})
+    executed = run_series(cfg, REPO / "notebooks")
+    return run_dir, executed
+
+
+@pytest.mark.parametrize("notebook", [p.name for p in series_notebooks(REPO / "notebooks")])
+def test_notebook_runs_on_tiny(tiny_series, notebook):
+    run_dir, executed = tiny_series
+    assert notebook in [p.name for p in executed]
+    assert (run_dir / "metrics" / f"{notebook[:-6]}.json").is_file()
