@@ -160,20 +160,33 @@ def load_config(
         if value is None and env.get(ENV_VARS[name]):
             value = env[ENV_VARS[name]]
         if value is not None:
-            resolved[name] = value
+            resolved[name] = str(value) if isinstance(value, os.PathLike) else value
     cfg = profile_config(str(resolved.pop("profile", "demo")))
     if "seed" in resolved:
         try:
             resolved["seed"] = int(resolved["seed"])
         except ValueError as exc:
             raise ConfigError(f"seed must be an integer, got {resolved['seed']!r}") from exc
-    for key in ("data_dir", "run_dir"):
-        if key in resolved:
-            resolved[key] = str(Path(resolved[key]))
     cfg = _apply_overrides(cfg, resolved)
+    root = project_root()
+    cfg = dataclasses.replace(cfg, data_dir=str(root / cfg.data_dir), run_dir=str(root / cfg.run_dir))
     if overrides:
         cfg = _apply_overrides(cfg, overrides)
     return cfg
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The folder holding ``pyproject.toml`` and ``isp_support/`` at or above ``start`` (default: cwd).
+
+    Relative ``data_dir`` / ``run_dir`` resolve against it, so a notebook run from
+    ``notebooks/`` and a command run from the top level see the same folders.
+    Falls back to ``start`` itself outside a checkout.
+    """
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "isp_support").is_dir():
+            return folder
+    return here
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

@@ -20,10 +20,17 @@ def test_profiles_differ_in_scale():
 def test_precedence_explicit_then_env_then_default(no_isp_env):
     env = {"ISP_PROFILE": "tiny", "ISP_SEED": "7", "ISP_RUN_DIR": "/tmp/r"}
     cfg = load_config(environ=env)
-    assert (cfg.profile, cfg.seed, cfg.run_dir, cfg.data_dir) == ("tiny", 7, "/tmp/r", "data/tiny")
+    assert (cfg.profile, cfg.seed, cfg.run_dir) == ("tiny", 7, "/tmp/r")
+    assert cfg.data_dir == str(REPO / "data" / "tiny")
     cfg = load_config(profile="full", seed=3, environ=env)
     assert (cfg.profile, cfg.seed, cfg.run_dir) == ("full", 3, "/tmp/r")
     assert load_config(environ={}).profile == "demo"
+
+
+def test_relative_paths_resolve_against_the_project_root(monkeypatch):
+    monkeypatch.chdir(REPO / "notebooks")
+    assert load_config("demo", environ={}).data_dir == str(REPO / "data" / "demo")
+    assert load_config("demo", run_dir="runs/x", environ={}).run_dir == str(REPO / "runs" / "x")
 
 
 def test_overrides_are_type_checked():
