@@ -53,3 +53,18 @@ def test_notebook_runs_on_tiny(tiny_series, notebook):
     run_dir, executed = tiny_series
     assert notebook in [p.name for p in executed]
     assert (run_dir / "metrics" / f"{notebook[:-6]}.json").is_file()
+
+
+@pytest.mark.parametrize("path", series_notebooks(REPO / "notebooks"), ids=lambda p: p.name)
+def test_notebook_is_clean_and_parameterised(path):
+    """Committed without outputs; first code cell tagged ``parameters`` holding literal assignments only."""
+    import ast
+
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name}: strip the outputs"
+    assert "parameters" in code[0].metadata.get("tags", []), f"{path.name}: first code cell must be tagged"
+    for node in ast.parse(code[0].source).body:
+        assert isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant), ast.unparse(node)
+    names = {t.id for node in ast.parse(code[0].source).body for t in node.targets}
+    assert {"PROFILE", "DATA_DIR", "RUN_DIR", "SEED", "DEVICE"} <= names
