@@ -79,7 +79,13 @@ class PreprocessConfig:
 class StitchConfig:
     """Supplementary section A: grid recovery with the seam-consistency score."""
 
-    border: int = 4
+    border: int = 1
+    """Band width in pixels; the paper uses 4 (set ``score="paper", border=4`` to reproduce it)."""
+    score: str = "normalised"
+    """``paper``: mean absolute difference across each seam (supplementary A, as written);
+    ``normalised``: each seam's difference divided by the same-offset difference inside
+    the two patches beside it, which removes the paper score's bias towards 1 x N strips
+    (measured in ``isp_support.stitch``'s docstring and the 02_stitch notebook)."""
     low_confidence_ratio: float = 1.05
     """A scene is low-confidence when second-best / best score is below this."""
 

@@ -68,3 +68,21 @@ def test_notebook_is_clean_and_parameterised(path):
         assert isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant), ast.unparse(node)
     names = {t.id for node in ast.parse(code[0].source).body for t in node.targets}
     assert {"PROFILE", "DATA_DIR", "RUN_DIR", "SEED", "DEVICE"} <= names
+
+
+def _metrics(tiny_series, name):
+    run_dir, _ = tiny_series
+    return json.loads((run_dir / "metrics" / f"{name}.json").read_text())
+
+
+def test_preprocess_notebook_covers_every_patch(tiny_series, tiny_dataset):
+    from isp_support.data import open_dataset
+
+    recorded = {name: s["patches"] for name, s in _metrics(tiny_series, "01_preprocess")["splits"].items()}
+    assert recorded == {name: len(s.raw_patches()) for name, s in open_dataset(tiny_dataset).splits.items()}
+
+
+def test_stitch_notebook_recovers_every_true_grid(tiny_series):
+    metrics = _metrics(tiny_series, "02_stitch")
+    setting = metrics["setting"]
+    assert metrics["accuracy"][f"{setting['score']}, b={setting['border']}"] == 1.0
