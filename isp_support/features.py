@@ -1,0 +1,261 @@
+"""Descriptors for matching (paper section 4.2).
+
+**Image level**: three blocks, each L2-normalised, then scaled by the square
+root of its weight (``EmbedConfig.weight_*``) so that squared distances add up
+with those weights:
+
+* *semantic*: for DINOv2, the L2-normalised [CLS] token concatenated with the
+  mean of the L2-normalised patch tokens of the last block (the paper's
+  descriptor; the authors' code returned the CLS token only). For a CNN
+  backbone, the analogue on its deepest layer: the normalised global average
+  feature concatenated with the mean of the normalised local features.
+* *style*: Gram matrices of the style layers (VGG19 relu1_1..relu5_1, or the
+  offline VGG16's relu1_2..relu5_3), upper triangles, each layer L2-normalised
+  (so no layer dominates: the authors concatenated ~306k values unweighted).
+  The concatenation is compressed to ``style_dim`` values with a fixed count
+  sketch (each entry hashed to one output with a random sign, seed 0), which
+  preserves inner products in expectation at O(input) memory.
+* *colour*: square roots of the 64-bin Y and 32x32 UV soft histograms
+  (:mod:`isp_support.colour`), so Euclidean distance is the Hellinger distance.
+
+Full images keep their aspect ratio: the longer side is resized to
+``image_side`` and both sides rounded to a multiple of 14 (DINOv2's patch).
+Images of equal size are batched together.
+
+**Patch level**: the semantic block only, patches resized to ``patch_side``.
+
+:class:`FeatureCache` stores features in chunks written atomically, keyed by
+item id and a content key (input checksum plus settings), so extraction
+resumes after a kill and redoes only changed items.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .artifacts import atomic_save_npy, atomic_write_json
+from .colour import uv_histogram, y_histogram
+
+SKETCH_SEED = 0
+SIZE_MULTIPLE = 14
+
+
+def fitted_size(height: int, width: int, long_side: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
+    """``(h, w)`` with the longer side near ``long_side``, aspect kept, both multiples of ``multiple``."""
+    scale = long_side / max(height, width)
+    return (max(multiple, int(round(height * scale / multiple)) * multiple),
+            max(multiple, int(round(width * scale / multiple)) * multiple))
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bilinear resize of ``(B, 3, H, W)``."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def semantic_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``(B, 2D)``: normalised global token/feature and mean of normalised local tokens/features."""
+    if hasattr(model, "tokens"):
+        cls, patch_tokens = model.tokens(x)
+        local = F.normalize(patch_tokens, dim=-1).mean(dim=1)
+        return torch.cat([F.normalize(cls, dim=-1), local], dim=1)
+    layer = model.style_layers[-1]
+    fmap = model.features_at(x, [layer])[layer]
+    return torch.cat([F.normalize(fmap.mean(dim=(2, 3)), dim=1), F.normalize(fmap, dim=1).mean(dim=(2, 3))], dim=1)
+
+
+class CountSketch:
+    """A fixed random projection ``R^n -> R^dim``: entry ``i`` goes to bucket ``h(i)`` with sign ``s(i)``."""
+
+    def __init__(self, n_in: int, dim: int, seed: int = SKETCH_SEED):
+        gen = torch.Generator().manual_seed(seed)
+        self.bucket = torch.randint(0, dim, (n_in,), generator=gen)
+        self.sign = torch.randint(0, 2, (n_in,), generator=gen).float() * 2 - 1
+        self.dim = dim
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = x.new_zeros(x.shape[0], self.dim)
+        return out.index_add_(1, self.bucket.to(x.device), x * self.sign.to(x.device, x.dtype))
+
+
+def gram_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Concatenated, per-layer normalised upper triangles of the style layers' Gram matrices."""
+    parts = []
+    for fmap in model.features_at(x, list(model.style_layers)).values():
+        flat = fmap.flatten(2)
+        gram = flat @ flat.transpose(1, 2) / flat.shape[-1]
+        iu = torch.triu_indices(gram.shape[-1], gram.shape[-1], device=gram.device)
+        parts.append(F.normalize(gram[:, iu[0], iu[1]], dim=1))
+    return torch.cat(parts, dim=1)
+
+
+def colour_features(x: torch.Tensor) -> torch.Tensor:
+    """Hellinger embedding of the Y (64 bins) and UV (32 x 32) soft histograms."""
+    return torch.cat([y_histogram(x, 64).sqrt(), uv_histogram(x, 32).flatten(1).sqrt()], dim=1)
+
+
+@dataclass
+class ImageDescriptor:
+    """Callable turning a batch of full images into the fused image-level descriptor."""
+
+    semantic_model: torch.nn.Module
+    style_model: torch.nn.Module
+    weights: tuple[float, float, float]
+    style_dim: int
+    _sketch: CountSketch | None = None
+
+    def blocks(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        gram = gram_features(self.style_model, x)
+        if self._sketch is None or self._sketch.bucket.numel() != gram.shape[1]:
+            self._sketch = CountSketch(gram.shape[1], self.style_dim)
+        return {"semantic": F.normalize(semantic_features(self.semantic_model, x), dim=1),
+                "style": F.normalize(self._sketch(gram), dim=1),
+                "colour": F.normalize(colour_features(x), dim=1)}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        blocks = self.blocks(x)
+        return torch.cat([math.sqrt(w) * b for w, b in zip(self.weights, blocks.values())], dim=1)
+
+
+class FeatureCache:
+    """Feature vectors of many items on disk, resumable.
+
+    ``<folder>/chunk-<hash>.npy`` holds one batch's features; ``index.json``
+    maps each item id to its chunk, row and content key. Both are written
+    atomically, the index after its chunk, so a killed run loses at most the
+    batch in flight.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.index_path = self.folder / "index.json"
+        self.index: dict[str, list] = {}
+        if self.index_path.is_file():
+            try:
+                self.index = json.loads(self.index_path.read_text())["items"]
+            except (ValueError, KeyError):
+                self.index = {}  # an unreadable index only costs recomputation
+
+    def missing(self, ids: Sequence[str], keys: Sequence[str]) -> list[int]:
+        """Positions of the items whose cached features are absent or stale."""
+        return [i for i, (item, key) in enumerate(zip(ids, keys))
+                if self.index.get(item, [None, None, None])[2] != key
+                or not (self.folder / self.index[item][0]).is_file()]
+
+    def add(self, ids: Sequence[str], keys: Sequence[str], features: np.ndarray) -> None:
+        name = "chunk-" + hashlib.sha256("\n".join(f"{i}:{k}" for i, k in zip(ids, keys)).encode()).hexdigest()[:20]
+        atomic_save_npy(self.folder / f"{name}.npy", features.astype(np.float32))
+        for row, (item, key) in enumerate(zip(ids, keys)):
+            self.index[item] = [f"{name}.npy", row, key]
+        atomic_write_json(self.index_path, {"items": self.index})
+
+    def load(self, ids: Sequence[str]) -> np.ndarray:
+        chunks: dict[str, np.ndarray] = {}
+        rows = []
+        for item in ids:
+            chunk, row, _ = self.index[item]
+            if chunk not in chunks:
+                chunks[chunk] = np.load(self.folder / chunk)
+            rows.append(chunks[chunk][row])
+        return np.stack(rows)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image or patch to describe: a stable id, a content key and how to load it as ``(H, W, 3)`` in [0, 1]."""
+
+    id: str
+    key: str
+    shape: tuple[int, int]
+    load: Callable[[], np.ndarray]
+
+
+def extract(items: Sequence[Item], describe: Callable[[torch.Tensor], torch.Tensor], cache: FeatureCache,
+            settings_key: str, size: Callable[[tuple[int, int]], tuple[int, int]], batch_size: int,
+            device: str, desc: str = "features", progress: bool = True) -> np.ndarray:
+    """Features of every item (cached ones reused), in the items' order.
+
+    Items are grouped by their resized shape and described in batches of
+    ``batch_size``; each batch is written to ``cache`` as soon as it is done.
+    """
+    keys = [hashlib.sha256(f"{it.key}|{settings_key}".encode()).hexdigest()[:32] for it in items]
+    todo = cache.missing([it.id for it in items], keys)
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i in todo:
+        groups[size(items[i].shape)].append(i)
+    with tqdm(total=len(items), initial=len(items) - len(todo), desc=desc, disable=not progress) as bar:
+        for shape, members in sorted(groups.items()):
+            for start in range(0, len(members), batch_size):
+                batch = members[start:start + batch_size]
+                x = torch.from_numpy(np.stack([items[i].load() for i in batch])).permute(0, 3, 1, 2)
+                with torch.inference_mode():
+                    feats = describe(resize(x.to(device, torch.float32), shape)).float().cpu().numpy()
+                cache.add([items[i].id for i in batch], [keys[i] for i in batch], feats)
+                bar.update(len(batch))
+    return cache.load([it.id for it in items])
+
+
+def _npy_shape(path: Path) -> tuple[int, ...]:
+    with open(path, "rb") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        return read(fh)[0]
+
+
+def _png_or_jpeg(path: Path) -> Callable[[], np.ndarray]:
+    from .data import read_rgb
+
+    return lambda: read_rgb(path).astype(np.float32) / 255.0
+
+
+def matching_items(dataset, run_dir: str | Path, split: str = "train") -> dict[str, list[Item]]:
+    """What 03_embed_match describes, from the files 01 and 02 wrote under ``run_dir``.
+
+    ``source_images`` / ``target_images``: stitched full images (ids are scene names);
+    ``source_patches``: pre-processed RAW patches; ``target_patches``: target JPEG
+    patches (ids ``<scene>_<idx>``). Content keys are the files' sha256.
+    """
+    from PIL import Image
+
+    from .artifacts import sha256_file
+    from .raw import output_path
+    from .stitch import STITCHED_DIR
+
+    run_dir = Path(run_dir)
+    part = dataset[split]
+    stitched = run_dir / STITCHED_DIR / split
+    missing = [p for p in (stitched / "raw", stitched / "jpeg", run_dir / "preprocessed" / split) if not p.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]} is missing: run 01_preprocess and 02_stitch with RUN_DIR={run_dir}")
+
+    def npy_item(item_id: str, path: Path, channels_first: bool) -> Item:
+        shape = _npy_shape(path)
+        hw = shape[1:3] if channels_first else shape[:2]
+        load = (lambda p=path: np.load(p).astype(np.float32).transpose(1, 2, 0)) if channels_first else \
+            (lambda p=path: np.load(p).astype(np.float32))
+        return Item(item_id, sha256_file(path), tuple(int(v) for v in hw), load)
+
+    def image_item(item_id: str, path: Path) -> Item:
+        with Image.open(path) as img:
+            hw = (img.height, img.width)
+        return Item(item_id, sha256_file(path), hw, _png_or_jpeg(path))
+
+    return {
+        "source_images": [npy_item(s, stitched / "raw" / f"{s}.npy", False) for s in part.raws],
+        "target_images": [image_item(s, stitched / "jpeg" / f"{s}.png") for s in part.jpegs],
+        "source_patches": [npy_item(p.id, output_path(run_dir / "preprocessed", split, p.id), True)
+                           for p in part.raw_patches()],
+        "target_patches": [image_item(p.id, p.path) for p in part.jpeg_patches()],
+    }
