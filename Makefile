@@ -21,9 +21,11 @@ install: $(STAMP)
 
 dataset-demo: install
 	$(BIN)/isp-support build-dataset --profile demo --out $(DEMO_DATA)
+	$(BIN)/isp-support prepare-weights --profile demo
 
 dataset-tiny: install
 	$(BIN)/isp-support build-dataset --profile tiny --out $(TINY_DATA)
+	$(BIN)/isp-support prepare-weights --profile tiny
 
 # The whole series on the demo dataset, headless, into runs/demo/.
 demo: dataset-demo

@@ -1,4 +1,4 @@
-"""Command line: ``isp-support build-dataset | validate | run-series``."""
+"""Command line: ``isp-support build-dataset | prepare-weights | validate | run-series``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,15 @@ def _build_dataset(args: argparse.Namespace) -> int:
     dataset_cfg = cfg.replace(**{f"dataset.{k}": v for k, v in overrides.items()}).dataset
     build_dataset(cfg.data_dir, dataset_cfg, seed=cfg.seed, cache_dir=args.cache_dir,
                   photo_folders=tuple(args.photos), force=args.force)
+    return 0
+
+
+def _prepare_weights(args: argparse.Namespace) -> int:
+    from .weights import load_backbone
+
+    cfg = load_config(args.profile)
+    for name in dict.fromkeys((cfg.embed.semantic_backbone, cfg.embed.style_backbone)):
+        load_backbone(name, cfg.embed)
     return 0
 
 
@@ -59,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--force", action="store_true", help="rebuild even if an identical build exists")
     b.set_defaults(func=_build_dataset)
 
+    w = sub.add_parser("prepare-weights", help="find, download or convert the backbones a profile needs")
+    w.add_argument("--profile", default=None, help="tiny | demo | full (default: $ISP_PROFILE or demo)")
+    w.set_defaults(func=_prepare_weights)
+
     v = sub.add_parser("validate", help="report every problem in a challenge-format folder")
     v.add_argument("root")
     v.add_argument("--quick", action="store_true", help="check structure only, do not decode files")
@@ -82,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         from .data import DataError
         from .dataset import DatasetBuildError
 
-        if isinstance(exc, (DataError, ConfigError, DatasetBuildError)):
+        from .weights import ChecksumError, WeightsUnavailableError
+
+        if isinstance(exc, (DataError, ConfigError, DatasetBuildError, WeightsUnavailableError, ChecksumError)):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise

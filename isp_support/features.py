@@ -49,6 +49,8 @@ from .colour import uv_histogram, y_histogram
 
 SKETCH_SEED = 0
 SIZE_MULTIPLE = 14
+COLOUR_DIM = 64 + 32 * 32
+"""Length of the colour block: Y histogram (64 bins) and UV histogram (32 x 32)."""
 
 
 def fitted_size(height: int, width: int, long_side: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
@@ -127,6 +129,14 @@ class ImageDescriptor:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         blocks = self.blocks(x)
         return torch.cat([math.sqrt(w) * b for w, b in zip(self.weights, blocks.values())], dim=1)
+
+    def split(self, fused: np.ndarray | torch.Tensor) -> dict[str, np.ndarray | torch.Tensor]:
+        """The normalised blocks back out of fused descriptors ``(N, D)`` (their weights undone)."""
+        colour = COLOUR_DIM
+        semantic = fused.shape[1] - self.style_dim - colour
+        edges = {"semantic": (0, semantic), "style": (semantic, semantic + self.style_dim),
+                 "colour": (semantic + self.style_dim, fused.shape[1])}
+        return {name: fused[:, a:b] / math.sqrt(w) for (name, (a, b)), w in zip(edges.items(), self.weights)}
 
 
 class FeatureCache:

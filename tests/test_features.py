@@ -126,3 +126,12 @@ def test_matching_items_need_earlier_notebooks(tiny_dataset, tmp_path):
 
     with pytest.raises(FileNotFoundError, match="run 01_preprocess and 02_stitch"):
         features.matching_items(open_dataset(tiny_dataset), tmp_path)
+
+
+def test_image_descriptor_blocks_split_back_out():
+    net = TinyCNN()
+    d = features.ImageDescriptor(net, net, (1.0, 4.0, 0.25), 32)
+    x = torch.rand(3, 3, 16, 16)
+    blocks, parts = d.blocks(x), d.split(d(x))
+    for name in blocks:
+        torch.testing.assert_close(parts[name], blocks[name])

@@ -86,3 +86,17 @@ def test_stitch_notebook_recovers_every_true_grid(tiny_series):
     metrics = _metrics(tiny_series, "02_stitch")
     setting = metrics["setting"]
     assert metrics["accuracy"][f"{setting['score']}, b={setting['border']}"] == 1.0
+
+
+def test_match_notebook_writes_converged_graphs_keyed_by_patch_ids(tiny_series, tiny_dataset):
+    from isp_support.data import open_dataset
+    from isp_support.matching import PairGraph
+
+    metrics = _metrics(tiny_series, "03_embed_match")
+    assert set(metrics["methods"]) == {"ot", "unbalanced", "knn", "random"}
+    assert all(m["converged"] for m in metrics["methods"].values())
+    assert "vgg16_offline" in metrics["backbones"]["semantic"]  # tiny runs offline and says so
+    graph = PairGraph.load(metrics["graph"])
+    train = open_dataset(tiny_dataset)["train"]
+    assert set(graph.source_ids) == {p.id for p in train.raw_patches()}
+    assert set(graph.target_ids) <= {p.id for p in train.jpeg_patches()}
