@@ -140,6 +140,81 @@ class MatchConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Stage 1 (paper section 4.5): the colour network on sampled pseudo pairs.
+
+    The defaults are the paper's (the ``full`` profile). ``demo`` and ``tiny`` train
+    the same code on far fewer patches, so they take smaller batches, random
+    crops and a larger learning rate to make a comparable number of parameter
+    updates (their values are in ``_PROFILE_DEFAULTS``).
+    """
+
+    pairing: str = "ot"
+    """Where targets come from: ``ot`` (the paper's pseudo pairs), ``unbalanced``, ``knn``, ``random``
+    (graphs of notebook 03), or ``paired``: each RAW patch's own ``train/gt`` rendering (the upper bound)."""
+    paired_loss: str = "pal"
+    """Loss of ``pairing="paired"``: ``pal`` (photometric alignment + the colour terms) or ``l1``."""
+    head: str = "1x1"
+    """Colour head: ``1x1`` (the paper's 3x3 mixing matrix) or ``lut`` (33^3 3D LUT, table 2 ablation)."""
+    hidden: int = 128
+    epochs: int = 10
+    batch_size: int = 24
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    mom: float = 1.0
+    luma: float = 1.0
+    chroma: float = 1.5
+    gram: float = 1.0
+    tv: float = 0.05
+    gram_reduction: str = "mean"
+    """``mean`` (per-entry, ``F.mse_loss`` on Gram matrices) or ``sum`` (eq. 9 as printed); see ``losses.GramLoss``."""
+    gram_scale: float | None = None
+    """Multiplier of the Gram term; ``None``: the backbone's input-scale correction (1 for VGG19)."""
+    crop: int | None = None
+    """Side of random training crops (RGB pixels); ``None``: whole patches."""
+    val_fraction: float = 0.2
+    """Share of source scenes held out for validation (never trained on)."""
+    val_max_patches: int = 512
+    target_ref_patches: int = 1024
+    """Target-domain patches whose pixels form the reference colour distribution."""
+    min_structure: float = 0.9
+    """An epoch is admissible for checkpoint choice only if its structure fidelity is at least this."""
+    patience: int | None = None
+    """Stop after this many epochs without a better admissible checkpoint (``None``: never)."""
+    schedule: str = "none"
+    """Learning-rate schedule: ``none`` or ``cosine`` (per step, to 0 at the last epoch)."""
+    ema: float | None = None
+    """Decay of an exponential moving average of the weights, used for validation and export (``None``: off)."""
+    amp: bool = True
+    """bfloat16 autocast on CUDA (ignored on the CPU)."""
+    workers: int = 0
+    """DataLoader worker processes."""
+    samples: int = 6
+    """Validation patches rendered after every epoch."""
+
+
+@dataclass(frozen=True)
+class Stage2Config:
+    """Stage 2 (paper section 4.5): adversarial refinement from the stage-1 weights.
+
+    Luma, chroma and Gram weights, the Gram settings, crops and validation come from
+    :class:`TrainConfig`; the paper lowers the moment and TV weights here.
+    """
+
+    epochs: int = 5
+    lr: float = 1e-4
+    d_lr: float = 2e-5
+    adv: float = 1e-3
+    mom: float = 0.2
+    tv: float = 0.01
+    discriminator: str = "unet"
+    """``unet`` (Real-ESRGAN spectral-norm U-Net, the paper's) or ``experts`` (EGUOT-style committee)."""
+    d_features: int = 64
+    expert_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Weights of the colour, structure and frequency experts."""
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a run needs; build it with :func:`load_config`."""
 
@@ -154,6 +229,8 @@ class Config:
     stitch: StitchConfig = field(default_factory=StitchConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -176,6 +253,8 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
             split_fractions=(0.45, 0.33, 0.22),
             max_photos=9,
         ),
+        "train": TrainConfig(epochs=2, batch_size=4, lr=1e-3, val_max_patches=16, target_ref_patches=16, samples=2),
+        "stage2": Stage2Config(epochs=1, d_features=16),
     },
     "demo": {
         "data_dir": "data/demo",
@@ -183,6 +262,8 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "dataset": DatasetConfig(raw_patch=48),
         "embed": EmbedConfig(semantic_backbone="vgg16_offline", style_backbone="vgg16_offline", image_side=224,
                              patch_side=64),
+        "train": TrainConfig(epochs=8, batch_size=8, lr=1e-3, crop=48),
+        "stage2": Stage2Config(epochs=3, lr=1e-3, d_lr=2e-4, d_features=32),
     },
     "full": {
         "data_dir": "data/ntire2026",

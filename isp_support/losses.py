@@ -20,13 +20,14 @@ pseudo-paired target.
 * :func:`pal_loss`: the photometric alignment loss (PAL), not part of the paper:
   a closed-form ridge-regularised affine colour fit of the prediction to the
   target before a pixel loss.
-* :class:`LossWeights`, :func:`stage1_loss`, :func:`stage2_loss`: the weighted sums.
+* :class:`LossWeights`, :func:`stage1_loss`: the weighted sum of eq. 13 without the adversarial term
+  (stage 2 adds it in :mod:`isp_support.training`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ from torch import nn
 from .colour import uv_histogram, y_histogram
 
 __all__ = [
+    "INPUT_SCALE_CORRECTION",
     "GramLoss",
     "LossWeights",
     "chroma_histogram_loss",
@@ -48,7 +50,6 @@ __all__ = [
     "moment_loss",
     "pal_loss",
     "stage1_loss",
-    "stage2_loss",
     "tv_loss",
 ]
 
@@ -152,6 +153,15 @@ class GramLoss(nn.Module):
     relu1_2..relu5_3). Gram matrices are normalised by ``C * H * W``
     (:func:`gram_matrix`). ``scale`` multiplies the result (1 for the paper's loss).
 
+    ``reduction`` says how each layer's ``C x C`` difference is reduced:
+    ``"sum"`` is eq. 9 as printed (squared Frobenius norm); ``"mean"`` divides it
+    by ``C^2`` (the mean squared entry, i.e. ``F.mse_loss`` on the Gram matrices,
+    the usual implementation). The paper does not say which its weight of 1.0
+    refers to; with ``"sum"`` the term is 3-4 orders of magnitude above the
+    histogram and moment terms on natural patches (the deep layers have
+    ``C = 256..512``) and alone decides training, so training uses ``"mean"``
+    (:class:`~isp_support.config.TrainConfig`).
+
     The backbone is frozen here (``requires_grad_(False)``, eval mode, kept in eval
     mode by :meth:`train`) and registered as a submodule, so ``.to(device)`` moves
     it. The target's features are computed without autograd: gradients reach
@@ -159,8 +169,10 @@ class GramLoss(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, layers: Sequence[str] | None = None, scale: float = 1.0,
-                 name: str | None = None) -> None:
+                 name: str | None = None, reduction: str = "sum") -> None:
         super().__init__()
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
         if not hasattr(backbone, "features_at"):
             raise TypeError(f"{type(backbone).__name__} has no features_at(x, layers); a VGG backbone is needed")
         if layers is None:
@@ -170,6 +182,7 @@ class GramLoss(nn.Module):
         self.backbone = backbone.eval().requires_grad_(False)
         self.layers = tuple(layers)
         self.scale = float(scale)
+        self.reduction = reduction
         self.backbone_name = name or type(backbone).__name__
         self.weights_info: Any = None
         """The backbone's :class:`~isp_support.weights.WeightsInfo` when built by :func:`gram_loss_for`."""
@@ -184,22 +197,28 @@ class GramLoss(nn.Module):
         return {name: gram_matrix(f) for name, f in self.backbone.features_at(x, self.layers).items()}
 
     def per_layer(self, y_hat: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each layer's ``(1/B) sum_b ||G_l(y_hat_b) - G_l(y*_b)||_F^2`` (before :attr:`scale`)."""
+        """Each layer's ``(1/B) sum_b ||G_l(y_hat_b) - G_l(y*_b)||_F^2`` (``/ C^2`` for ``"mean"``; before
+        :attr:`scale`)."""
         _check_images(y_hat, y)
         with torch.no_grad():
             target = self.grams(y)
         pred = self.grams(y_hat)
-        return {name: (pred[name] - target[name]).pow(2).sum(dim=(1, 2)).mean() for name in self.layers}
+        out = {}
+        for name in self.layers:
+            diff = pred[name] - target[name]
+            per_sample = diff.pow(2).sum(dim=(1, 2)) if self.reduction == "sum" else diff.pow(2).mean(dim=(1, 2))
+            out[name] = per_sample.mean()
+        return out
 
     def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.scale * torch.stack(list(self.per_layer(y_hat, y).values())).sum()
 
     def extra_repr(self) -> str:
-        return f"backbone={self.backbone_name}, layers={self.layers}, scale={self.scale}"
+        return f"backbone={self.backbone_name}, layers={self.layers}, scale={self.scale}, reduction={self.reduction}"
 
 
 def gram_loss_for(cfg: Any, device: str | torch.device = "cpu", log: Callable[[str], None] = print,
-                  layers: Sequence[str] | None = None, scale: float = 1.0) -> GramLoss:
+                  layers: Sequence[str] | None = None, scale: float | None = 1.0, reduction: str = "sum") -> GramLoss:
     """The eq. 9 loss on the configured backbone, saying which one is used and why (one line via ``log``).
 
     ``cfg`` is a :class:`~isp_support.config.Config` (its ``embed``) or an
@@ -211,14 +230,17 @@ def gram_loss_for(cfg: Any, device: str | torch.device = "cpu", log: Callable[[s
     not tried, so those profiles never download anything. Other loading errors
     (e.g. a checksum mismatch) propagate.
 
-    ``layers`` and ``scale`` are passed to :class:`GramLoss`.
+    ``layers``, ``scale`` and ``reduction`` are passed to :class:`GramLoss`;
+    ``scale=None`` means the chosen backbone's :data:`INPUT_SCALE_CORRECTION`
+    (1 for VGG19).
 
-    Note: the offline VGG16 takes Caffe-preprocessed input (0-255 scale, about 57x
-    the ImageNet-normalised input VGG19 sees), so its features are roughly 57x, its
-    Gram matrices 57^2 x and this loss about 57^4 ~ 1e7 x VGG19's. Measured on
-    96 x 96 demo patches, unrelated pairs give ~6e9 (mostly relu1_2..relu3_3), so
-    with ``scale=1`` and the paper's weight it swamps every other term: the caller
-    must choose ``scale`` (or the weight) for this backbone.
+    Note: the offline VGG16 takes Caffe-preprocessed input (0-255 scale, about
+    ``255 * 0.226 = 57.6`` x the ImageNet-normalised input VGG19 sees), so its
+    features are roughly 57.6x, its Gram matrices 57.6^2 x and this loss about
+    57.6^4 ~ 1.1e7 x VGG19's (exactly so for a bias-free ReLU network, which is
+    positively homogeneous). Measured on 96 x 96 demo patches with ``scale=1``:
+    ~1e10 for pseudo pairs (``"sum"``), mostly relu1_2..relu3_3. ``scale=None``
+    divides that factor out.
     """
     from .weights import WeightsUnavailableError, load_backbone
 
@@ -242,9 +264,16 @@ def gram_loss_for(cfg: Any, device: str | torch.device = "cpu", log: Callable[[s
             name = "vgg16_offline"
     else:
         raise ValueError(f"style_backbone {wanted!r} cannot serve the Gram loss; use 'vgg19' or 'vgg16_offline'")
-    loss = GramLoss(backbone, layers=layers, scale=scale, name=name)
+    if scale is None:
+        scale = INPUT_SCALE_CORRECTION[name]
+    loss = GramLoss(backbone, layers=layers, scale=scale, name=name, reduction=reduction)
     loss.weights_info = info
     return loss
+
+
+INPUT_SCALE_CORRECTION = {"vgg19": 1.0, "vgg16_offline": (255 * 0.226) ** -4}
+"""Factor bringing a backbone's Gram loss to the scale of VGG19 on ImageNet-normalised input (see
+:func:`gram_loss_for`)."""
 
 
 # --- eq. 10: total variation ---------------------------------------------------------------
@@ -359,8 +388,6 @@ def pal_loss(y_hat: torch.Tensor, y: torch.Tensor, ridge: float = 1e-3, bias: bo
 class LossWeights:
     """Weights of the training terms; the defaults are the paper's stage 1.
 
-    ``adv`` (eq. 12, generator side) is 0 in stage 1; stage 2 sets it (the
-    paper's value is not recorded here, so it must be given explicitly).
     ``pal`` weights the optional :func:`pal_loss` (not in the paper; 0 = off).
     A term whose weight is 0 is not computed.
     """
@@ -370,7 +397,6 @@ class LossWeights:
     chroma: float = 1.5
     gram: float = 1.0
     tv: float = 0.05
-    adv: float = 0.0
     pal: float = 0.0
     luma_bins: int = 64
     chroma_bins: int = 32
@@ -403,25 +429,6 @@ def stage1_loss(y_hat: torch.Tensor, y_star: torch.Tensor, weights: LossWeights 
         "pal": (w.pal, lambda: pal_loss(y_hat, y_star, ridge=w.pal_ridge, base=w.pal_base)),
     }
     return _weighted(parts, y_hat)
-
-
-def stage2_loss(y_hat: torch.Tensor, y_star: torch.Tensor, d_fake: torch.Tensor | Iterable[torch.Tensor],
-                weights: LossWeights, gram: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Stage 2 (generator side): :func:`stage1_loss` plus ``adv * L_adv`` (eq. 12) on ``d_fake = D(y_hat)``.
-
-    ``d_fake`` may be one logit map or several (e.g. one per discriminator), whose
-    hinge losses are averaged. ``weights.adv`` must be positive.
-    """
-    if weights.adv <= 0:
-        raise ValueError("stage 2 needs weights.adv > 0")
-    total, terms = stage1_loss(y_hat, y_star, weights, gram)
-    maps = [d_fake] if isinstance(d_fake, torch.Tensor) else list(d_fake)
-    adv = torch.stack([hinge_g_loss(d).float() for d in maps]).mean()
-    total = total + weights.adv * adv
-    terms["adv"] = adv.detach()
-    terms["total"] = total.detach()
-    return total, terms
 
 
 def _weighted(parts: dict[str, tuple[float, Callable[[], torch.Tensor]]],

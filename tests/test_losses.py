@@ -16,9 +16,9 @@ from torch.autograd import gradcheck
 from isp_support import losses, weights
 from isp_support.colour import U_RANGE
 from isp_support.config import EmbedConfig, profile_config
-from isp_support.losses import (GramLoss, LossWeights, chroma_histogram_loss, gram_loss_for, gram_matrix,
+from isp_support.losses import (INPUT_SCALE_CORRECTION, GramLoss, LossWeights, chroma_histogram_loss, gram_loss_for, gram_matrix,
                                 hinge_d_loss, hinge_g_loss, luma_histogram_loss, moment_loss, pal_loss,
-                                stage1_loss, stage2_loss, tv_loss)
+                                stage1_loss, tv_loss)
 from isp_support.weights import WeightsUnavailableError
 
 
@@ -257,6 +257,18 @@ def test_gram_loss_matches_its_definition_and_freezes_the_backbone():
     assert all(p.grad is None for p in stub.parameters())   # the backbone is never updated
 
 
+def test_gram_loss_mean_reduction_divides_each_layer_by_channels_squared():
+    stub = StubBackbone()
+    x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    summed = GramLoss(stub).per_layer(x, y)
+    meaned = GramLoss(stub, reduction="mean").per_layer(x, y)
+    channels = {k: v.shape[1] for k, v in stub.features_at(x).items()}
+    for k in summed:
+        assert float(meaned[k]) == pytest.approx(float(summed[k]) / channels[k] ** 2, rel=1e-6)
+    with pytest.raises(ValueError, match="reduction"):
+        GramLoss(stub, reduction="max")
+
+
 def test_gram_loss_with_offline_vgg16():
     backbone, info = weights.load_backbone("vgg16_offline", EmbedConfig(), "cpu", log=lambda _: None)
     gram = GramLoss(backbone)
@@ -290,6 +302,9 @@ def test_gram_loss_for_falls_back_loudly(monkeypatch):
     assert gram.backbone_name == "vgg16_offline" and gram.weights_info == "info"
     assert len(lines) == 1 and "vgg16_offline" in lines[0] and "vgg19" in lines[0] and "unavailable" in lines[0]
     assert "downloads disabled" in lines[0]
+    corrected = gram_loss_for(cfg, "cpu", log=lines.append, scale=None, reduction="mean")
+    assert corrected.scale == INPUT_SCALE_CORRECTION["vgg16_offline"] == pytest.approx(57.63 ** -4)
+    assert corrected.reduction == "mean"
 
 
 def test_gram_loss_for_uses_vgg19_when_available(monkeypatch):
@@ -322,7 +337,7 @@ def test_stage1_loss_is_the_weighted_sum():
     y_hat = torch.rand(2, 3, 8, 8, requires_grad=True)
     y_star = torch.rand(2, 3, 8, 8)
     w = LossWeights()
-    assert (w.mom, w.luma, w.chroma, w.gram, w.tv, w.adv) == (1.0, 1.0, 1.5, 1.0, 0.05, 0.0)
+    assert (w.mom, w.luma, w.chroma, w.gram, w.tv, w.pal) == (1.0, 1.0, 1.5, 1.0, 0.05, 0.0)
     total, terms = stage1_loss(y_hat, y_star, w, gram)
     assert set(terms) == {"mom", "luma", "chroma", "gram", "tv", "total"}
     expected = (moment_loss(y_hat, y_star) + luma_histogram_loss(y_hat, y_star)
@@ -336,20 +351,6 @@ def test_stage1_loss_is_the_weighted_sum():
         stage1_loss(y_hat, y_star, w, None)
     _, terms = stage1_loss(y_hat, y_star, dataclasses.replace(w, gram=0.0, pal=0.5))
     assert "gram" not in terms and "pal" in terms
-
-
-def test_stage2_adds_the_adversarial_term():
-    y_hat, y_star = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
-    w = LossWeights(gram=0.0, adv=0.1)
-    d_fake = torch.tensor([[0.5, -0.5], [1.0, 2.0]])
-    total, terms = stage2_loss(y_hat, y_star, d_fake, w)
-    base, _ = stage1_loss(y_hat, y_star, w)
-    assert float(terms["adv"]) == pytest.approx(-0.75)
-    assert float(total) == pytest.approx(float(base) + 0.1 * -0.75, rel=1e-6)
-    _, terms = stage2_loss(y_hat, y_star, [d_fake, -d_fake], w)       # several discriminators: averaged
-    assert float(terms["adv"]) == pytest.approx(0.0, abs=1e-7)
-    with pytest.raises(ValueError):
-        stage2_loss(y_hat, y_star, d_fake, LossWeights(gram=0.0))
 
 
 def test_losses_run_under_autocast_and_on_cuda_when_available():

@@ -1,0 +1,605 @@
+"""Training the colour network: stage 1 on sampled pseudo pairs, stage 2 adversarial refinement.
+
+:func:`train` runs either stage for one pairing mode into ``RUN_DIR/train/<name>/``:
+
+* **Pairs.** Source patches are the pre-processed RAW patches of notebook 01
+  (``RUN_DIR/preprocessed/train``). Source *scenes* are split into training and
+  validation scenes (``TrainConfig.val_fraction``, seeded); validation patches are
+  never trained on. Each epoch visits every training patch once, in a seeded
+  order, with one target drawn from the pair graph of notebook 03
+  (``RUN_DIR/match/<pairing>/patch_graph.npz``) with probability ``w_st``
+  (``ot``, ``unbalanced``, ``knn``, ``random``), or, for ``paired``, the patch's
+  own ``train/gt`` rendering (the supervised upper bound, never used by the
+  unpaired modes). The plan of epoch ``e`` depends only on ``(seed, e)``.
+* **Losses.** Stage 1: the paper's eq. 13 without the adversarial term
+  (:func:`isp_support.losses.stage1_loss`). ``paired`` trains either plain L1 or
+  the colour terms against the true rendering plus PAL. Stage 2 starts from the
+  stage-1 checkpoint, adds ``adv * L_adv`` from a spectral-norm U-Net
+  discriminator (or the expert committee) trained with the hinge loss on
+  target-domain patches, and lowers the moment and TV weights.
+* **Validation** after every epoch (and before the first, for the untrained,
+  identity network) on the held-out patches: the colour distance of the
+  predictions to the target domain (:func:`isp_support.metrics.colour_distance`,
+  lower is better) and the structure fidelity of output to input
+  (:func:`isp_support.metrics.structure_fidelity`, 1 = unchanged structure).
+  The kept checkpoint is the epoch with the lowest colour distance among those
+  whose structure fidelity is at least ``TrainConfig.min_structure`` (the
+  untrained network included, so a training run that only destroys structure
+  keeps the identity); early stopping counts epochs without such an improvement.
+* **Robustness.** A step whose loss is not finite is skipped (no update) and
+  counted. After every epoch a full checkpoint (weights, optimiser, schedule,
+  EMA, discriminator, history) is written atomically; a killed run resumes from
+  the last one and ends with the same weights as an uninterrupted run. A
+  finished run (``result.json``) with the same settings is loaded instead of
+  retrained unless ``retrain=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from . import losses
+from .artifacts import atomic_write_bytes, atomic_write_json, sha256_file
+from .config import Config
+from .data import open_dataset, read_rgb
+from .matching import PairGraph
+from .metrics import SlicedReference, structure_fidelity, ssim_luma, yuv_pixels
+from .models import ColourNet, ExpertCommittee, UNetDiscriminator, count_parameters
+from .raw import output_path
+
+__all__ = ["PAIRINGS", "PairSource", "TrainResult", "TrainingError", "Validator", "epoch_plan", "load_model",
+           "pair_source", "train"]
+
+PAIRINGS = ("ot", "unbalanced", "knn", "random", "paired")
+RESULT = "result.json"
+BEST = "best.pt"
+KEEP_CHECKPOINTS = 2
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or resume; the message names the file or setting and what to do."""
+
+
+# --- pairs --------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PairSource:
+    """The patches one pairing mode trains and validates on, keyed by stable patch ids."""
+
+    pairing: str
+    train_ids: tuple[str, ...]
+    val_ids: tuple[str, ...]
+    val_scenes: tuple[str, ...]
+    source_files: dict[str, Path]
+    """Pre-processed source patch (``.npy``, ``(3, 2H, 2W)``) of every source id."""
+    target_files: dict[str, Path]
+    """Target-domain JPEG of every target id."""
+    gt_files: dict[str, Path]
+    """``train/gt`` rendering of every source id (``paired`` only; empty otherwise)."""
+    graph: PairGraph | None
+    graph_file: Path | None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the trained weights depend on, for the settings hash."""
+        return {"pairing": self.pairing, "train_ids": list(self.train_ids), "val_ids": list(self.val_ids),
+                "graph_sha256": sha256_file(self.graph_file) if self.graph_file else None}
+
+
+def pair_source(cfg: Config, run_dir: str | Path, pairing: str | None = None) -> PairSource:
+    """Collect the training pairs of ``pairing`` (default ``cfg.train.pairing``); errors say which step to run."""
+    pairing = pairing or cfg.train.pairing
+    if pairing not in PAIRINGS:
+        raise TrainingError(f"unknown pairing {pairing!r}; expected one of {', '.join(PAIRINGS)}")
+    run_dir = Path(run_dir)
+    split = open_dataset(cfg.data_dir)["train"]
+    patches = split.raw_patches()
+    scene_of = {p.id: p.scene for p in patches}
+    source_files = {p.id: output_path(run_dir / "preprocessed", "train", p.id) for p in patches}
+    missing = [str(f) for f in source_files.values() if not f.is_file()]
+    if missing:
+        raise TrainingError(f"{len(missing)} pre-processed source patches are missing (first: {missing[0]}); "
+                            f"run notebook 01_preprocess for this RUN_DIR first")
+    target_files = {p.id: p.path for p in split.jpeg_patches()}
+    graph = graph_file = None
+    gt_files: dict[str, Path] = {}
+    if pairing == "paired":
+        gt_files = {p.id: p.path for s in split.gt.values() for p in s.patches}
+        lacking = sorted(set(source_files) - set(gt_files))
+        if lacking:
+            raise TrainingError(f"pairing='paired' needs train/gt for every RAW patch; {cfg.data_dir}/train/gt lacks "
+                                f"{len(lacking)} (first: {lacking[0]}.png). The unpaired modes need no ground truth.")
+    else:
+        graph_file = run_dir / "match" / pairing / "patch_graph.npz"
+        if not graph_file.is_file():
+            raise TrainingError(f"{graph_file}: no {pairing!r} pair graph; run notebook 03_embed_match first")
+        graph = PairGraph.load(graph_file)
+        unknown = sorted(set(source_files) - set(graph.source_ids))
+        if unknown:
+            raise TrainingError(f"{graph_file}: {len(unknown)} source patches have no edges (first: {unknown[0]}); "
+                                f"the graph was built for other data: rerun 03_embed_match")
+        absent = sorted(set(graph.target_ids) - set(target_files))
+        if absent:
+            raise TrainingError(f"{graph_file}: targets missing from {cfg.data_dir}/train/jpegs (first: {absent[0]})")
+    scenes = sorted(set(scene_of.values()))
+    if len(scenes) < 2:
+        raise TrainingError(f"{cfg.data_dir}/train/raws has {len(scenes)} scene(s); validation holds out whole "
+                            f"scenes, so at least 2 are needed")
+    n_val = min(len(scenes) - 1, max(1, round(cfg.train.val_fraction * len(scenes))))
+    order = np.random.default_rng([cfg.seed, 17]).permutation(len(scenes))
+    val_scenes = tuple(sorted(scenes[i] for i in order[:n_val]))
+    ids = sorted(source_files)
+    return PairSource(
+        pairing=pairing,
+        train_ids=tuple(i for i in ids if scene_of[i] not in val_scenes),
+        val_ids=tuple(i for i in ids if scene_of[i] in val_scenes),
+        val_scenes=val_scenes, source_files=source_files, target_files=target_files, gt_files=gt_files,
+        graph=graph, graph_file=graph_file)
+
+
+def epoch_plan(src: PairSource, epoch: int, seed: int) -> tuple[list[str], list[Path], np.random.Generator]:
+    """Epoch ``epoch``'s source ids in visiting order, each one's target file, and the generator for crops."""
+    rng = np.random.default_rng([seed, epoch])
+    order = [src.train_ids[i] for i in rng.permutation(len(src.train_ids))]
+    if src.graph is None:
+        targets = [src.gt_files[i] for i in order]
+    else:
+        sampler = src.graph.sampler(int(rng.integers(2 ** 62)))
+        targets = [src.target_files[t] for t in sampler.sample(order)]
+    return order, targets, rng
+
+
+def read_source(path: Path) -> torch.Tensor:
+    """A pre-processed patch as float32 ``(3, H, W)``; a wrong shape or non-finite value names the file."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"{path}: unreadable pre-processed patch ({exc}); rerun 01_preprocess") from exc
+    if arr.ndim != 3 or arr.shape[0] != 3:
+        raise TrainingError(f"{path}: pre-processed patch of shape {arr.shape}, expected (3, H, W)")
+    x = torch.from_numpy(arr.astype(np.float32))
+    if not torch.isfinite(x).all():
+        raise TrainingError(f"{path}: pre-processed patch holds non-finite values; rerun 01_preprocess")
+    return x
+
+
+def read_target(path: Path) -> torch.Tensor:
+    """An sRGB patch as float32 ``(3, H, W)`` in [0, 1]."""
+    return torch.from_numpy(read_rgb(path).transpose(2, 0, 1).astype(np.float32) / 255.0)
+
+
+class _PairDataset(torch.utils.data.Dataset):
+    """Item ``i``: (source, target) tensors of the plan, cropped at the planned offsets."""
+
+    def __init__(self, sources: list[Path], targets: list[Path], crops: np.ndarray | None, crop: int | None,
+                 aligned: bool):
+        self.sources, self.targets, self.crops, self.crop, self.aligned = sources, targets, crops, crop, aligned
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def _cut(self, t: torch.Tensor, fy: float, fx: float, path: Path) -> torch.Tensor:
+        h, w = t.shape[-2:]
+        if self.crop > min(h, w):
+            raise TrainingError(f"{path}: patch {h}x{w} is smaller than TrainConfig.crop={self.crop}")
+        y0, x0 = int(fy * (h - self.crop + 1)), int(fx * (w - self.crop + 1))
+        return t[:, y0:y0 + self.crop, x0:x0 + self.crop]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = read_source(self.sources[i]), read_target(self.targets[i])
+        if self.crop is None:
+            if x.shape != y.shape:
+                raise TrainingError(f"{self.sources[i]} is {tuple(x.shape)} but its target {self.targets[i]} is "
+                                    f"{tuple(y.shape)}; set TrainConfig.crop to train on patches of unequal size")
+            return x, y
+        sy, sx, ty, tx = self.crops[i]
+        return self._cut(x, sy, sx, self.sources[i]), self._cut(y, sy, sx, self.targets[i]) if self.aligned \
+            else self._cut(y, ty, tx, self.targets[i])
+
+
+def _loader(src: PairSource, epoch: int, cfg: Config, device: str) -> torch.utils.data.DataLoader:
+    order, targets, rng = epoch_plan(src, epoch, cfg.seed)
+    crops = rng.random((len(order), 4)) if cfg.train.crop else None
+    ds = _PairDataset([src.source_files[i] for i in order], targets, crops, cfg.train.crop, src.graph is None)
+    return torch.utils.data.DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=False, drop_last=False,
+                                       num_workers=cfg.train.workers, pin_memory=device.startswith("cuda"))
+
+
+# --- validation ---------------------------------------------------------------------------------------------------
+
+class Validator:
+    """Unpaired validation figures of a network on held-out source patches.
+
+    ``inputs``: ``(N, 3, H, W)`` validation inputs (kept in float16);
+    ``reference_pixels``: ``(M, 3)`` YUV pixels of target-domain patches, the reference
+    colour distribution. Figures are accumulated batch by batch on the device.
+    """
+
+    def __init__(self, inputs: torch.Tensor, reference_pixels: torch.Tensor, batch_size: int, seed: int = 0,
+                 samples: int = 6, max_pixels: int = 200_000):
+        self.inputs = inputs.half()
+        self.batch_size = batch_size
+        self.seed = seed
+        self.max_pixels = max_pixels
+        self.reference = SlicedReference(reference_pixels, seed=seed)
+        self.sample_idx = torch.from_numpy(np.linspace(0, len(inputs) - 1, min(samples, len(inputs))).round()
+                                           .astype(np.int64)).unique()
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, device: str) -> tuple[dict[str, float], torch.Tensor]:
+        """``({"colour_distance", "structure", "ssim_luma"}, predictions of the sample patches)``."""
+        model.eval()
+        n = len(self.inputs)
+        per_batch = math.ceil(self.max_pixels * self.batch_size / n)
+        pixels, structure, ssim = [], 0.0, 0.0
+        for k, i in enumerate(range(0, n, self.batch_size)):
+            x = self.inputs[i:i + self.batch_size].to(device).float()
+            pred = model(x).float()
+            pixels.append(yuv_pixels(pred, per_batch, self.seed + 1 + k))
+            structure += float(structure_fidelity(x, pred).sum())
+            ssim += float(ssim_luma(x, pred).sum())
+        figures = {"colour_distance": self.reference.distance(torch.cat(pixels)), "structure": structure / n,
+                   "ssim_luma": ssim / n}
+        return figures, model(self.inputs[self.sample_idx].to(device).float()).float().cpu()
+
+    @classmethod
+    def for_source(cls, src: PairSource, cfg: Config, device: str = "cpu", max_pixels: int = 200_000) -> "Validator":
+        """Validation patches (at most ``val_max_patches``, evenly spaced) and the target-domain reference."""
+        tc = cfg.train
+        val_ids = src.val_ids[:: max(1, math.ceil(len(src.val_ids) / tc.val_max_patches))]
+        inputs = torch.stack([read_source(src.source_files[i]).half() for i in val_ids])
+        tids = sorted(src.target_files)
+        tids = tids[:: max(1, math.ceil(len(tids) / tc.target_ref_patches))]
+        per_patch = math.ceil(max_pixels / len(tids))
+        reference = torch.cat([yuv_pixels(read_target(src.target_files[t])[None], per_patch, cfg.seed + 7919 * k)
+                               for k, t in enumerate(tids)]).to(device)
+        return cls(inputs, reference, max(tc.batch_size, 16), cfg.seed, tc.samples, max_pixels)
+
+
+# --- models and checkpoints ---------------------------------------------------------------------------------------
+
+def _to_bytes(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, pickle errors, EOFError, zipfile errors ...
+        raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); delete it to retrain "
+                            f"from the previous one") from exc
+
+
+def load_model(path: str | Path, device: str = "cpu") -> ColourNet:
+    """The colour network saved in ``best.pt`` (weights only, no unpickling of objects)."""
+    state = _load(Path(path))
+    model = ColourNet(**state["model_args"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns; ``model`` holds the chosen checkpoint's weights, in eval mode."""
+
+    name: str
+    folder: Path
+    stage: int
+    pairing: str
+    model: ColourNet
+    history: list[dict[str, Any]]
+    best_epoch: int
+    settings: dict[str, Any]
+    skipped_steps: int
+    loaded: bool
+    """True when a finished run was loaded instead of trained."""
+    val_ids: tuple[str, ...] = ()
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> dict[str, Any]:
+        return next(h for h in self.history if h["epoch"] == self.best_epoch)
+
+    @property
+    def untrained(self) -> dict[str, Any]:
+        return self.history[0]
+
+    def summary(self) -> dict[str, Any]:
+        keys = ("colour_distance", "structure", "ssim_luma")
+        return {"name": self.name, "stage": self.stage, "pairing": self.pairing, "best_epoch": self.best_epoch,
+                "epochs_run": self.history[-1]["epoch"], "skipped_steps": self.skipped_steps,
+                "parameters": count_parameters(self.model), "seconds": round(self.seconds, 2),
+                "untrained": {k: self.untrained[k] for k in keys}, "best": {k: self.best[k] for k in keys},
+                "notes": self.notes}
+
+
+def _settings(cfg: Config, stage: int, src: PairSource, init: Path | None) -> dict[str, Any]:
+    return {"stage": stage, "seed": cfg.seed, "train": dataclasses.asdict(cfg.train),
+            "stage2": dataclasses.asdict(cfg.stage2) if stage == 2 else None,
+            "style_backbone": cfg.embed.style_backbone, "data": src.fingerprint(),
+            "init_sha256": sha256_file(init) if init else None}
+
+
+def _admissible_best(history: list[dict[str, Any]], min_structure: float) -> int:
+    ok = [h for h in history if h["structure"] >= min_structure]
+    return min(ok, key=lambda h: (h["colour_distance"], h["epoch"]))["epoch"] if ok else 0
+
+
+def _save_samples(folder: Path, epoch: int, inputs: torch.Tensor, preds: torch.Tensor) -> None:
+    """Inputs (top row) and this epoch's predictions (bottom row) as one PNG."""
+    from PIL import Image
+
+    top = torch.cat(list(inputs.float()), dim=2)
+    bottom = torch.cat(list(preds.float()), dim=2)
+    grid = (torch.cat([top, bottom], dim=1).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, format="PNG")
+    atomic_write_bytes(folder / "samples" / f"epoch_{epoch:03d}.png", buf.getvalue())
+
+
+# --- the loop -----------------------------------------------------------------------------------------------------
+
+def default_name(stage: int, pairing: str, cfg: Config) -> str:
+    name = f"stage{stage}_{pairing}"
+    if pairing == "paired":
+        name += f"_{cfg.train.paired_loss}"
+    if cfg.train.head != "1x1":
+        name += f"_{cfg.train.head}"
+    if stage == 2 and cfg.stage2.discriminator != "unet":
+        name += f"_{cfg.stage2.discriminator}"
+    return name
+
+
+def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1, pairing: str | None = None,
+          name: str | None = None, init: str | Path | None = None, retrain: bool = False, progress: bool = True,
+          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Train (or resume, or load) one stage for one pairing mode; see the module docstring.
+
+    ``init`` (stage 2): the stage-1 ``best.pt`` to start from; default
+    ``RUN_DIR/train/stage1_<pairing>[...]/best.pt``. ``on_epoch_end(epoch, record)`` is
+    called after each epoch's checkpoint is on disk.
+    """
+    if stage not in (1, 2):
+        raise TrainingError(f"stage must be 1 or 2, got {stage!r}")
+    tc, s2 = cfg.train, cfg.stage2
+    run_dir = Path(run_dir)
+    src = pair_source(cfg, run_dir, pairing)
+    name = name or default_name(stage, src.pairing, cfg)
+    folder = run_dir / "train" / name
+    if stage == 2:
+        init = Path(init) if init else run_dir / "train" / default_name(1, src.pairing, cfg) / BEST
+        if not init.is_file():
+            raise TrainingError(f"{init}: no stage-1 checkpoint to refine; train stage 1 first (04_train_stage1)")
+    else:
+        init = Path(init) if init else None
+    settings = _settings(cfg, stage, src, init)
+    settings_sha = json.dumps(settings, sort_keys=True)
+    if retrain and folder.exists():
+        shutil.rmtree(folder)
+    if (folder / RESULT).is_file():
+        done = json.loads((folder / RESULT).read_text())
+        if done.get("settings") == json.loads(settings_sha):
+            log(f"[train] {name}: finished run found in {folder}; loading it (retrain=True to train again)")
+            return TrainResult(name, folder, stage, src.pairing, load_model(folder / BEST, device), done["history"],
+                               done["best_epoch"], settings, done["skipped_steps"], True, src.val_ids,
+                               done["seconds"], done.get("notes", []))
+        raise TrainingError(f"{folder} holds a finished run with other settings; pass retrain=True or another name")
+
+    torch.manual_seed(cfg.seed)
+    model = ColourNet(hidden=tc.hidden, head=tc.head)
+    model_args = {"hidden": tc.hidden, "head": tc.head}
+    if init is not None:
+        base = _load(init)
+        if base["model_args"] != model_args:
+            raise TrainingError(f"{init}: network {base['model_args']} differs from TrainConfig {model_args}")
+        model.load_state_dict(base["model"])
+    model.to(device)
+    disc: torch.nn.Module | None = None
+    if stage == 2:
+        if s2.discriminator == "unet":
+            disc = UNetDiscriminator(features=s2.d_features)
+        elif s2.discriminator == "experts":
+            disc = ExpertCommittee(dict(zip(ExpertCommittee.NAMES, s2.expert_weights)))
+        else:
+            raise TrainingError(f"unknown Stage2Config.discriminator {s2.discriminator!r}; use 'unet' or 'experts'")
+        disc.to(device)
+    epochs = s2.epochs if stage == 2 else tc.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=s2.lr if stage == 2 else tc.lr, weight_decay=tc.weight_decay)
+    d_opt = torch.optim.Adam(disc.parameters(), lr=s2.d_lr, betas=(0.9, 0.99)) if disc is not None else None
+    steps_per_epoch = math.ceil(len(src.train_ids) / tc.batch_size)
+    if tc.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, epochs * steps_per_epoch)
+                                                  / (epochs * steps_per_epoch))))
+    elif tc.schedule == "none":
+        sched = None
+    else:
+        raise TrainingError(f"unknown TrainConfig.schedule {tc.schedule!r}; use 'none' or 'cosine'")
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema)) if tc.ema else None
+    weights = _loss_weights(cfg, stage, src.pairing)
+    gram = None
+    if weights.gram:
+        gram = losses.gram_loss_for(cfg, device, log=log, scale=tc.gram_scale, reduction=tc.gram_reduction)
+    amp = tc.amp and device.startswith("cuda")
+    validator = Validator.for_source(src, cfg, device)
+    eval_model = lambda: ema.module if ema is not None else model  # noqa: E731
+
+    history: list[dict[str, Any]] = []
+    skipped = 0
+    start = 1
+    seconds = 0.0
+    checkpoints = sorted((folder / "checkpoints").glob("epoch_*.pt"))
+    if checkpoints:
+        state = _load(checkpoints[-1])
+        if state["settings"] != settings_sha:
+            raise TrainingError(f"{checkpoints[-1]} was written with other settings; pass retrain=True or another "
+                                f"name")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        if sched is not None:
+            sched.load_state_dict(state["sched"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        if disc is not None:
+            disc.load_state_dict(state["disc"])
+            d_opt.load_state_dict(state["d_opt"])
+        history, skipped, seconds, start = state["history"], state["skipped"], state["seconds"], state["epoch"] + 1
+        log(f"[train] {name}: resuming after epoch {state['epoch']} from {checkpoints[-1]}")
+    else:
+        figures, preds = validator.evaluate(eval_model(), device)
+        history.append({"epoch": 0, **figures, "loss": None, "terms": {}, "skipped": 0, "seconds": 0.0})
+        _save_samples(folder, 0, validator.inputs[validator.sample_idx], preds)
+        atomic_write_bytes(folder / BEST, _to_bytes({"model": eval_model().state_dict(), "model_args": model_args,
+                                                     "epoch": 0, "figures": figures}))
+    best_epoch = _admissible_best(history, tc.min_structure)
+
+    for epoch in range(start, epochs + 1):
+        if tc.patience is not None and history[-1]["epoch"] - best_epoch >= tc.patience:
+            break
+        t0 = time.perf_counter()
+        model.train()
+        sums: dict[str, torch.Tensor] = {}
+        steps = epoch_skipped = 0
+        loader = _loader(src, epoch, cfg, device)
+        for x, y in tqdm(loader, desc=f"{name} epoch {epoch}/{epochs}", disable=not progress, file=sys.stdout,
+                         leave=False):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                y_hat = model(x)
+            if disc is not None:
+                d_terms = _discriminator_step(disc, d_opt, y, y_hat.detach(), amp)
+                if d_terms is None:
+                    epoch_skipped += 1
+                    continue
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                total, terms = _generator_loss(y_hat, y, weights, gram, src.pairing, tc.paired_loss)
+                if disc is not None:
+                    adv = _adversarial(disc, y_hat)
+                    total = total + s2.adv * adv
+                    terms.update(adv=adv.detach(), total=total.detach(), **d_terms)
+            if not torch.isfinite(total):
+                epoch_skipped += 1
+                continue
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v.float()
+            steps += 1
+        figures, preds = validator.evaluate(eval_model(), device)
+        elapsed = time.perf_counter() - t0
+        seconds += elapsed
+        skipped += epoch_skipped
+        mean_terms = {k: float(v) / steps for k, v in sums.items()} if steps else {}
+        record = {"epoch": epoch, **figures, "loss": mean_terms.get("total"), "terms": mean_terms,
+                  "skipped": epoch_skipped, "seconds": round(elapsed, 3),
+                  "patches_per_second": round(steps * tc.batch_size / elapsed, 2)}
+        if epoch_skipped:
+            log(f"[train] {name} epoch {epoch}: skipped {epoch_skipped} step(s) with a non-finite loss")
+        history.append(record)
+        _save_samples(folder, epoch, validator.inputs[validator.sample_idx], preds)
+        new_best = _admissible_best(history, tc.min_structure)
+        if new_best == epoch:
+            atomic_write_bytes(folder / BEST, _to_bytes({"model": eval_model().state_dict(), "model_args": model_args,
+                                                         "epoch": epoch, "figures": figures}))
+        best_epoch = new_best
+        state = {"epoch": epoch, "settings": settings_sha, "model": model.state_dict(), "opt": opt.state_dict(),
+                 "sched": sched.state_dict() if sched is not None else None,
+                 "ema": ema.state_dict() if ema is not None else None,
+                 "disc": disc.state_dict() if disc is not None else None,
+                 "d_opt": d_opt.state_dict() if d_opt is not None else None,
+                 "history": history, "skipped": skipped, "seconds": seconds}
+        atomic_write_bytes(folder / "checkpoints" / f"epoch_{epoch:03d}.pt", _to_bytes(state))
+        for old in sorted((folder / "checkpoints").glob("epoch_*.pt"))[:-KEEP_CHECKPOINTS]:
+            old.unlink()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+
+    notes = []
+    if best_epoch == 0:
+        notes.append("no epoch beat the starting network on colour distance with structure fidelity >= "
+                     f"{tc.min_structure}; the starting network (epoch 0) is kept")
+    if history[-1]["epoch"] < epochs:
+        notes.append(f"early stop after epoch {history[-1]['epoch']} (patience {tc.patience})")
+    if skipped:
+        notes.append(f"{skipped} step(s) skipped for a non-finite loss")
+    atomic_write_json(folder / RESULT, {"settings": json.loads(settings_sha), "history": history,
+                                        "best_epoch": best_epoch, "skipped_steps": skipped, "seconds": seconds,
+                                        "notes": notes})
+    for note in notes:
+        log(f"[train] {name}: {note}")
+    return TrainResult(name, folder, stage, src.pairing, load_model(folder / BEST, device), history, best_epoch,
+                       settings, skipped, False, src.val_ids, seconds, notes)
+
+
+def _loss_weights(cfg: Config, stage: int, pairing: str) -> losses.LossWeights:
+    tc = cfg.train
+    w = losses.LossWeights(mom=tc.mom, luma=tc.luma, chroma=tc.chroma, gram=tc.gram, tv=tc.tv)
+    if stage == 2:
+        w = dataclasses.replace(w, mom=cfg.stage2.mom, tv=cfg.stage2.tv)
+    if pairing == "paired":
+        if tc.paired_loss == "l1":
+            return losses.LossWeights(mom=0, luma=0, chroma=0, gram=0, tv=0)
+        if tc.paired_loss != "pal":
+            raise TrainingError(f"unknown TrainConfig.paired_loss {tc.paired_loss!r}; use 'pal' or 'l1'")
+        w = dataclasses.replace(w, pal=1.0)
+    return w
+
+
+def _generator_loss(y_hat: torch.Tensor, y: torch.Tensor, weights: losses.LossWeights, gram: Any, pairing: str,
+                    paired_loss: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    if pairing == "paired" and paired_loss == "l1":
+        l1 = F.l1_loss(y_hat.float(), y)
+        return l1, {"l1": l1.detach(), "total": l1.detach()}
+    return losses.stage1_loss(y_hat, y, weights, gram)
+
+
+def _adversarial(disc: torch.nn.Module, y_hat: torch.Tensor) -> torch.Tensor:
+    disc.requires_grad_(False)
+    try:
+        if isinstance(disc, ExpertCommittee):
+            return disc.g_loss(y_hat)[0].float()
+        return losses.hinge_g_loss(disc(y_hat)).float()
+    finally:
+        disc.requires_grad_(True)
+
+
+def _discriminator_step(disc: torch.nn.Module, d_opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
+                        amp: bool) -> dict[str, torch.Tensor] | None:
+    """One hinge update of the discriminator on target-domain patches vs predictions; ``None`` if non-finite."""
+    disc.train()
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        if isinstance(disc, ExpertCommittee):
+            d_loss, parts = disc.d_loss(real, fake)
+        else:
+            d_loss, parts = losses.hinge_d_loss(disc(real), disc(fake)), {}
+    d_loss = d_loss.float()
+    if not torch.isfinite(d_loss):
+        return None
+    d_opt.zero_grad(set_to_none=True)
+    d_loss.backward()
+    d_opt.step()
+    return {"d_loss": d_loss.detach(), **{f"d_{k}": v.detach() for k, v in parts.items()}}
