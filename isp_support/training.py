@@ -63,7 +63,7 @@ from .metrics import SlicedReference, structure_fidelity, ssim_luma, yuv_pixels
 from .models import ColourNet, ExpertCommittee, UNetDiscriminator, count_parameters
 from .raw import output_path
 
-__all__ = ["PAIRINGS", "PairSource", "TrainResult", "TrainingError", "Validator", "epoch_plan", "load_model",
+__all__ = ["PAIRINGS", "PairSource", "TrainResult", "TrainingError", "Validator", "epoch_plan", "load_model", "loss_weights",
            "pair_source", "train"]
 
 PAIRINGS = ("ot", "unbalanced", "knn", "random", "paired")
@@ -435,7 +435,7 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
     else:
         raise TrainingError(f"unknown TrainConfig.schedule {tc.schedule!r}; use 'none' or 'cosine'")
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema)) if tc.ema else None
-    weights = _loss_weights(cfg, stage, src.pairing)
+    weights = loss_weights(cfg, stage, src.pairing)
     gram = None
     if weights.gram:
         gram = losses.gram_loss_for(cfg, device, log=log, scale=tc.gram_scale, reduction=tc.gram_reduction)
@@ -555,7 +555,8 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
                        settings, skipped, False, src.val_ids, seconds, notes)
 
 
-def _loss_weights(cfg: Config, stage: int, pairing: str) -> losses.LossWeights:
+def loss_weights(cfg: Config, stage: int, pairing: str) -> losses.LossWeights:
+    """The generator's loss weights for ``stage`` and ``pairing`` (stage 2: the paper's lower moment and TV)."""
     tc = cfg.train
     w = losses.LossWeights(mom=tc.mom, luma=tc.luma, chroma=tc.chroma, gram=tc.gram, tv=tc.tv)
     if stage == 2:

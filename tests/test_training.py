@@ -143,7 +143,7 @@ def test_stage1_on_tiny_data_lowers_the_training_loss(tiny_dataset, run):
     x = torch.stack([training.read_source(src.source_files[i]) for i in order])
     y = torch.stack([training.read_target(t) for t in targets])
     gram = losses.gram_loss_for(cfg, log=quiet, scale=None, reduction="mean")
-    weights = training._loss_weights(cfg, 1, "random")
+    weights = training.loss_weights(cfg, 1, "random")
     torch.manual_seed(0)
     with torch.no_grad():
         before = float(losses.stage1_loss(ColourNet()(x), y, weights, gram)[0])

@@ -1,0 +1,158 @@
+"""Training throughput of the colour network (section 4.5) and the share of the Gram backbone in a step.
+
+Rows per patch side (``--sizes``, RGB pixels; ``--batch`` patches per step), each
+the median over ``--repeats`` timed steps after ``--warmup`` untimed ones:
+
+* **stage 1**: one step as :func:`isp_support.training.train` runs it: ColourNet
+  forward, :func:`isp_support.losses.stage1_loss` (moments, histograms, Gram, TV),
+  the finiteness check (a device sync, as in training), backward, AdamW;
+* **stage 1, no Gram**: the same with ``LossWeights(gram=0)``;
+* **Gram fwd+bwd**: the Gram loss alone on a prediction that needs a gradient: the
+  frozen backbone's forward on the target (no autograd) and on the prediction, and
+  the backward through the backbone to the prediction;
+* **stage 2** (``--no-stage2`` to skip): a hinge step of the U-Net discriminator
+  (Adam) on target vs detached prediction, then the generator step with the
+  stage-2 weights plus the adversarial term (discriminator frozen for it).
+
+The Gram share of the stage-1 step is given two ways: ``1 - t(no Gram) / t(stage 1)``
+and ``t(Gram fwd+bwd) / t(stage 1)``. Inputs are ``torch.rand`` (throughput does
+not depend on content); on CUDA, forward and losses run under bfloat16 autocast as
+in training (``--no-amp`` to turn it off). The Gram backbone, weights and stage-2
+settings come from ``--profile`` (``demo``: offline VGG16; ``full``: VGG19, or
+VGG16 with a loud note when its weights are missing).
+
+    python benchmarks/bench_training.py --device cpu --sizes 48 96 --batch 8 --repeats 3
+    python benchmarks/bench_training.py --device cuda --sizes 48 96 256 --json bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from isp_support import losses, training
+from isp_support.config import load_config, resolve_device
+from isp_support.models import ColourNet, UNetDiscriminator
+from isp_support.runs import device_description
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def median_step(step: Callable[[], None], device: str, warmup: int, repeats: int) -> float:
+    """Median wall time of ``step`` over ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--profile", default="demo", help="config profile for the Gram backbone and stage-2 settings")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[48, 96], help="patch sides in RGB pixels")
+    parser.add_argument("--batch", type=int, default=24, help="patches per step")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before each measurement")
+    parser.add_argument("--repeats", type=int, default=10, help="timed steps; the median is reported")
+    parser.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    parser.add_argument("--no-stage2", action="store_true", help="skip the stage-2 (discriminator) step")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--json", "--out", dest="json", metavar="PATH", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    device = resolve_device(args.device)
+    amp = device.startswith("cuda") and not args.no_amp
+    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp)  # noqa: E731
+    cfg = load_config(args.profile, environ={})
+    tc, s2 = cfg.train, cfg.stage2
+    gram = losses.gram_loss_for(cfg, device, scale=tc.gram_scale, reduction=tc.gram_reduction)
+    w1, w2 = training.loss_weights(cfg, 1, "ot"), training.loss_weights(cfg, 2, "ot")
+
+    def generator_step(model, opt, x, y, weights, disc=None, d_opt=None):
+        with autocast():
+            y_hat = model(x)
+        if disc is not None:                         # discriminator update first, as in training
+            with autocast():
+                d_loss = losses.hinge_d_loss(disc(y), disc(y_hat.detach())).float()
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+        with autocast():
+            total, _ = losses.stage1_loss(y_hat, y, weights, gram)
+            if disc is not None:
+                disc.requires_grad_(False)
+                total = total + s2.adv * losses.hinge_g_loss(disc(y_hat)).float()
+                disc.requires_grad_(True)
+        if not torch.isfinite(total):
+            raise RuntimeError("non-finite loss on random inputs")
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+
+    def gram_step(y_hat, y):
+        with autocast():
+            loss = gram(y_hat, y)
+        loss.backward()
+        y_hat.grad = None
+
+    rows, shares = [], []
+    for side in args.sizes:
+        torch.manual_seed(0)
+        x, y = torch.rand(2, args.batch, 3, side, side, device=device)
+        y_hat = torch.rand_like(x).requires_grad_(True)
+        model = ColourNet(hidden=tc.hidden, head=tc.head).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        steps = {"stage 1": lambda: generator_step(model, opt, x, y, w1),
+                 "stage 1, no Gram": lambda: generator_step(model, opt, x, y, dataclasses.replace(w1, gram=0.0)),
+                 "Gram fwd+bwd": lambda: gram_step(y_hat, y)}
+        if not args.no_stage2:
+            disc = UNetDiscriminator(features=s2.d_features).to(device)
+            d_opt = torch.optim.Adam(disc.parameters(), lr=s2.d_lr, betas=(0.9, 0.99))
+            steps["stage 2"] = lambda: generator_step(model, opt, x, y, w2, disc, d_opt)
+        seconds = {name: median_step(step, device, args.warmup, args.repeats) for name, step in steps.items()}
+        for name, s in seconds.items():
+            rows.append({"side": side, "batch": args.batch, "step": name, "seconds": s,
+                         "patches_per_s": args.batch / s if name != "Gram fwd+bwd" else None})
+        shares.append({"side": side, "by_difference": 1 - seconds["stage 1, no Gram"] / seconds["stage 1"],
+                       "direct": seconds["Gram fwd+bwd"] / seconds["stage 1"]})
+
+    print(f"device {device} ({device_description(device)}), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU threads, {'bf16 autocast' if amp else 'float32'}, "
+          f"profile {args.profile}, Gram backbone {gram.backbone_name}, median of {args.repeats} steps")
+    print(f"{'side':>5}{'batch':>7}  {'step':<18}{'ms/step':>10}{'patches/s':>11}")
+    for r in rows:
+        rate = f"{r['patches_per_s']:>11.1f}" if r["patches_per_s"] is not None else f"{'-':>11}"
+        print(f"{r['side']:>5}{r['batch']:>7}  {r['step']:<18}{1e3 * r['seconds']:>10.1f}{rate}")
+    print("Gram share of the stage-1 step, 1 - t(no Gram) / t(stage 1) and t(Gram fwd+bwd) / t(stage 1):")
+    for s in shares:
+        print(f"{s['side']:>5} px  {s['by_difference']:>5.0%}  {s['direct']:>5.0%}")
+
+    result = {"device": device, "device_name": device_description(device), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "amp": amp, "profile": args.profile,
+              "gram_backbone": gram.backbone_name, "warmup": args.warmup, "repeats": args.repeats,
+              "rows": rows, "gram_share": shares}
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
