@@ -392,12 +392,12 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
     else:
         init = Path(init) if init else None
     settings = _settings(cfg, stage, src, init)
-    settings_sha = json.dumps(settings, sort_keys=True)
+    settings_json = json.dumps(settings, sort_keys=True)
     if retrain and folder.exists():
         shutil.rmtree(folder)
     if (folder / RESULT).is_file():
         done = json.loads((folder / RESULT).read_text())
-        if done.get("settings") == json.loads(settings_sha):
+        if done.get("settings") == json.loads(settings_json):
             log(f"[train] {name}: finished run found in {folder}; loading it (retrain=True to train again)")
             return TrainResult(name, folder, stage, src.pairing, load_model(folder / BEST, device), done["history"],
                                done["best_epoch"], settings, done["skipped_steps"], True, src.val_ids,
@@ -450,7 +450,7 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
     checkpoints = sorted((folder / "checkpoints").glob("epoch_*.pt"))
     if checkpoints:
         state = _load(checkpoints[-1])
-        if state["settings"] != settings_sha:
+        if state["settings"] != settings_json:
             raise TrainingError(f"{checkpoints[-1]} was written with other settings; pass retrain=True or another "
                                 f"name")
         model.load_state_dict(state["model"])
@@ -526,7 +526,7 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
             atomic_write_bytes(folder / BEST, _to_bytes({"model": eval_model().state_dict(), "model_args": model_args,
                                                          "epoch": epoch, "figures": figures}))
         best_epoch = new_best
-        state = {"epoch": epoch, "settings": settings_sha, "model": model.state_dict(), "opt": opt.state_dict(),
+        state = {"epoch": epoch, "settings": settings_json, "model": model.state_dict(), "opt": opt.state_dict(),
                  "sched": sched.state_dict() if sched is not None else None,
                  "ema": ema.state_dict() if ema is not None else None,
                  "disc": disc.state_dict() if disc is not None else None,
@@ -546,7 +546,7 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
         notes.append(f"early stop after epoch {history[-1]['epoch']} (patience {tc.patience})")
     if skipped:
         notes.append(f"{skipped} step(s) skipped for a non-finite loss")
-    atomic_write_json(folder / RESULT, {"settings": json.loads(settings_sha), "history": history,
+    atomic_write_json(folder / RESULT, {"settings": json.loads(settings_json), "history": history,
                                         "best_epoch": best_epoch, "skipped_steps": skipped, "seconds": seconds,
                                         "notes": notes})
     for note in notes:
