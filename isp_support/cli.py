@@ -1,4 +1,4 @@
-"""Command line: ``isp-support build-dataset | prepare-weights | validate | run-series``."""
+"""Command line: ``isp-support build-dataset | prepare-weights | validate | run-series | predict``."""
 
 from __future__ import annotations
 
@@ -53,6 +53,17 @@ def _run_series(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from .inference import Predictor, export_folder
+
+    predictor = Predictor(args.checkpoint, device=args.device, profile=args.profile, tile=args.tile or None,
+                          batch_size=args.batch)
+    print(f"[predict] {args.checkpoint} on {predictor.device}; pre-processing from {predictor.config_source}")
+    written = export_folder(predictor, args.input, args.output, camera_wb=args.camera_wb, overwrite=args.overwrite)
+    print(f"[predict] wrote {len(written)} PNG(s) to {Path(args.output).resolve()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="isp-support", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these prefixes")
     r.set_defaults(func=_run_series)
 
+    p = sub.add_parser("predict", help="render RAW patches or camera RAW files with a trained network")
+    p.add_argument("checkpoint", help="a trained network: RUN_DIR/train/<name>/best.pt")
+    p.add_argument("input", help="a folder of <scene>_<idx>.npy patches and/or camera RAW files, or one file")
+    p.add_argument("output", help="folder for <scene>_<idx>.png (8-bit, rounded)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--profile", default=None,
+                   help="take pre-processing settings from this profile (default: the checkpoint's run.json)")
+    p.add_argument("--tile", type=int, default=1024, help="tile side in RGB pixels for whole images (0: one pass)")
+    p.add_argument("--batch", type=int, default=16, help="patches per batch")
+    p.add_argument("--camera-wb", action="store_true", help="camera RAW files: use the as-shot white balance")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier outputs in OUTPUT")
+    p.set_defaults(func=_predict)
+
     args = parser.parse_args(argv)
     try:
         return args.func(args)
@@ -95,9 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         from .data import DataError
         from .dataset import DatasetBuildError
 
+        from .training import TrainingError
         from .weights import ChecksumError, WeightsUnavailableError
 
-        if isinstance(exc, (DataError, ConfigError, DatasetBuildError, WeightsUnavailableError, ChecksumError)):
+        if isinstance(exc, (DataError, ConfigError, DatasetBuildError, WeightsUnavailableError, ChecksumError,
+                            TrainingError, FileExistsError)):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise

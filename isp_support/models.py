@@ -196,6 +196,9 @@ class ColourNet(nn.Module):
         clamp: ``"ste"`` (default), ``"hard"`` (authors' plain clamp) or ``"none"``; see module docstring.
     """
 
+    context = 2
+    """Pixels of input each output pixel depends on beyond itself, per side (two 3x3 convolutions)."""
+
     def __init__(self, hidden: int = 128, head: str = "1x1", lut_size: int = 33, clamp: str = "ste"):
         super().__init__()
         if head not in ("1x1", "lut"):
