@@ -215,6 +215,29 @@ class Stage2Config:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Notebook 06: metrics against ground truth, the ablation table, the challenge export."""
+
+    split: str = "test"
+    """Split with ``gt`` to score (the demo's ``test``; the challenge keeps its test ground truth hidden)."""
+    methods: tuple[str, ...] = ("floor", "random", "knn", "ot", "ot_stage2", "unbalanced", "ot_experts", "ot_lut",
+                                "paired_pal", "paired_l1")
+    """Rows of the ablation table (keys of ``isp_support.evaluation.METHODS``), in order."""
+    seeds: tuple[int, ...] = ()
+    """Extra training seeds for the rows in ``seed_methods``, to measure the run-to-run spread."""
+    seed_methods: tuple[str, ...] = ("ot", "random")
+    export_method: str = "ot"
+    """Whose predictions are exported in the challenge layout (``<scene>_<idx>.png``)."""
+    tile: int | None = 1024
+    """Tile side (RGB pixels) for whole-image rendering; ``None``: one pass however large."""
+    timing_side: int = 1024
+    """Inference time is measured on a ``timing_side`` x ``timing_side`` image (1 MP by default)."""
+    timing_repeats: int = 3
+    bootstrap: int = 2000
+    """Resamples of the test scenes for the confidence intervals of differences between rows."""
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a run needs; build it with :func:`load_config`."""
 
@@ -231,6 +254,7 @@ class Config:
     match: MatchConfig = field(default_factory=MatchConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     stage2: Stage2Config = field(default_factory=Stage2Config)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -255,6 +279,7 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         ),
         "train": TrainConfig(epochs=2, batch_size=4, lr=1e-3, val_max_patches=16, target_ref_patches=16, samples=2),
         "stage2": Stage2Config(epochs=1, d_features=16),
+        "evaluate": EvalConfig(seeds=(1,), tile=64, timing_side=256, timing_repeats=2, bootstrap=500),
     },
     "demo": {
         "data_dir": "data/demo",
@@ -262,8 +287,8 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "dataset": DatasetConfig(raw_patch=48),
         "embed": EmbedConfig(semantic_backbone="vgg16_offline", style_backbone="vgg16_offline", image_side=224,
                              patch_side=64),
-        "train": TrainConfig(epochs=8, batch_size=8, lr=1e-3, crop=48),
-        "stage2": Stage2Config(epochs=3, lr=1e-3, d_lr=2e-4, d_features=32),
+        "train": TrainConfig(epochs=4, batch_size=8, lr=1e-3, crop=48),
+        "stage2": Stage2Config(epochs=2, lr=1e-3, d_lr=2e-4, d_features=32),
     },
     "full": {
         "data_dir": "data/ntire2026",

@@ -1,0 +1,289 @@
+"""Notebook 06: every method scored against ground truth, per patch and per full image, in one table.
+
+* :data:`METHODS`: the rows of the ablation: the fixed pre-processing alone (the floor), stage 1
+  on random, kNN, OT (the paper) and unbalanced-OT pairs, OT + stage 2 with the U-Net or the
+  expert committee, the 3D-LUT head, and the paired upper bounds (PAL, L1).
+* :func:`train_method`: trains (or loads, or resumes) a row's network with
+  :func:`isp_support.training.train`; extra seeds get their own run folders.
+* :class:`TestSet`: the scored split's pre-processed patches and full images with their ground truth.
+* :func:`score_patches` / :func:`score_images`: PSNR, SSIM and CIEDE2000 per patch and per full
+  image (rendered in one pass, or tiled with overlap), as tidy tables.
+* :func:`seconds_per_megapixel`: the network's inference time on a fixed-size image.
+* :func:`ablation_table` and :func:`compare_to`: the summary table, and for each row the paired
+  bootstrap interval (over test scenes) of its difference to a reference row, beside the
+  run-to-run spread over seeds.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import inference, metrics, training
+from .config import Config
+from .data import open_dataset, read_rgb
+from .models import count_parameters
+from .raw import load_preprocessed
+from .stitch import STITCHED_DIR, load_stitched
+
+__all__ = ["METHODS", "METRICS", "EvaluationError", "Method", "TestSet", "ablation_table", "compare_to",
+           "load_test_set", "method_config", "model_info", "render_patchwise", "render_scene", "run_name",
+           "score_images", "score_patches", "seconds_per_megapixel", "train_method"]
+
+METRICS = ("psnr", "ssim", "delta_e2000")
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "delta_e2000": False}
+
+
+class EvaluationError(RuntimeError):
+    """Evaluation cannot run; the message names the missing file or setting."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the ablation table."""
+
+    key: str
+    label: str
+    stage: int | None
+    """``None``: no network (the pre-processing alone)."""
+    pairing: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Config changes against the profile (dotted names), e.g. ``{"train.head": "lut"}``."""
+    unpaired: bool = True
+    """False for the supervised upper bounds (they train on ground truth)."""
+
+
+METHODS: dict[str, Method] = {m.key: m for m in (
+    Method("floor", "pre-processing alone (no network)", None),
+    Method("random", "stage 1 · random pairs", 1, "random"),
+    Method("knn", "stage 1 · kNN pairs", 1, "knn"),
+    Method("ot", "stage 1 · OT pseudo pairs (the paper)", 1, "ot"),
+    Method("ot_stage2", "OT + stage 2 · U-Net D (the paper)", 2, "ot"),
+    Method("unbalanced", "stage 1 · unbalanced OT pairs", 1, "unbalanced"),
+    Method("ot_experts", "OT + stage 2 · expert committee", 2, "ot", {"stage2.discriminator": "experts"}),
+    Method("ot_lut", "stage 1 · OT pairs, 3D LUT head", 1, "ot", {"train.head": "lut"}),
+    Method("paired_pal", "paired · PAL (upper bound)", 1, "paired", {"train.paired_loss": "pal"}, False),
+    Method("paired_l1", "paired · L1 (upper bound)", 1, "paired", {"train.paired_loss": "l1"}, False),
+)}
+
+
+def method_config(cfg: Config, method: Method, seed: int | None = None) -> Config:
+    """The config a row trains under: the profile's, with the row's overrides and seed."""
+    changes = dict(method.overrides)
+    if seed is not None:
+        changes["seed"] = seed
+    return cfg.replace(**changes) if changes else cfg
+
+
+def run_name(cfg: Config, method: Method, seed: int | None = None) -> str:
+    """The run folder of a row: notebook 04/05's for the profile's seed, ``..._seed<k>`` for other seeds."""
+    mcfg = method_config(cfg, method, seed)
+    name = training.default_name(method.stage, method.pairing, mcfg)
+    return name if seed is None or seed == cfg.seed else f"{name}_seed{seed}"
+
+
+def train_method(cfg: Config, run_dir: str | Path, method: Method, device: str = "cpu", seed: int | None = None,
+                 progress: bool = True, log: Callable[[str], None] = print) -> training.TrainResult | None:
+    """Train, resume or load the network of one row (``None`` for the floor).
+
+    With the profile's seed this is the very run notebooks 04 and 05 made (loaded, not retrained).
+    Stage-2 rows start from the stage-1 OT run of the same seed, trained first if missing.
+    """
+    if method.stage is None:
+        return None
+    mcfg = method_config(cfg, method, seed)
+    init = None
+    if method.stage == 2:
+        base = train_method(cfg, run_dir, METHODS["ot"], device, seed, progress, log)
+        init = base.folder / training.BEST
+    return training.train(mcfg, run_dir, device, stage=method.stage, pairing=method.pairing,
+                           name=run_name(cfg, method, seed), init=init, progress=progress, log=log)
+
+
+# --- the scored split --------------------------------------------------------------------------------------
+
+@dataclass
+class TestSet:
+    """Pre-processed inputs and ground truth of the scored split, patches and full images."""
+
+    split: str
+    raw_dir: Path
+    """The split's RAW patches (``<data>/<split>/raws``), for the export entry point."""
+    patch_ids: list[str]
+    patch_scenes: list[str]
+    inputs: torch.Tensor
+    """``(N, 3, H, W)`` float32 pre-processed patches (notebook 01)."""
+    truth: torch.Tensor
+    """``(N, 3, H, W)`` float32 ground truth in [0, 1]."""
+    scenes: list[str]
+    images: dict[str, torch.Tensor]
+    """Full pre-processed image ``(3, H, W)`` per scene (notebook 02)."""
+    image_truth: dict[str, torch.Tensor]
+    grids: dict[str, tuple[int, int]]
+    """``(rows, cols)`` of each scene, as notebook 02 recovered it."""
+
+
+def load_test_set(cfg: Config, run_dir: str | Path, split: str | None = None) -> TestSet:
+    """Collect the scored split; errors name the missing notebook output or the missing ground truth."""
+    import json
+
+    run_dir = Path(run_dir)
+    split = split or cfg.evaluate.split
+    data = open_dataset(cfg.data_dir)
+    if split not in data.splits:
+        raise EvaluationError(f"{cfg.data_dir}: no {split!r} split to evaluate")
+    part = data[split]
+    if not part.gt:
+        raise EvaluationError(f"{Path(cfg.data_dir) / split / 'gt'}: no ground truth, so nothing to score "
+                              f"(the challenge keeps its test ground truth hidden)")
+    scenes = sorted(part.gt)
+    ids = [p.id for s in scenes for p in part.raws[s].patches]
+    pre = run_dir / "preprocessed"
+    try:
+        inputs = torch.from_numpy(np.stack([load_preprocessed(pre, split, i) for i in ids]).astype(np.float32))
+    except FileNotFoundError as exc:
+        raise EvaluationError(f"{exc.filename}: missing pre-processed patch; run 01_preprocess first") from exc
+    truth = torch.from_numpy(np.stack([read_rgb(p.path) for s in scenes for p in part.gt[s].patches])
+                             ).permute(0, 3, 1, 2).float() / 255
+    grids_file = run_dir / STITCHED_DIR / "grids.json"
+    if not grids_file.is_file():
+        raise EvaluationError(f"{grids_file}: missing; run 02_stitch first")
+    grids = json.loads(grids_file.read_text())[f"{split}/raw"]
+    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))  # noqa: E731
+    return TestSet(split, Path(cfg.data_dir) / split / "raws", ids, [s for s in scenes for _ in part.raws[s].patches], inputs, truth, scenes,
+                   {s: as_tensor(load_stitched(run_dir, split, "raw", s)) for s in scenes},
+                   {s: as_tensor(load_stitched(run_dir, split, "gt", s)) for s in scenes},
+                   {s: (grids[s]["rows"], grids[s]["cols"]) for s in scenes})
+
+
+# --- scoring -------------------------------------------------------------------------------------------------
+
+def _scores(pred: torch.Tensor, truth: torch.Tensor, device: str, chunk: int = 64) -> dict[str, np.ndarray]:
+    """The three metrics per image, on 8-bit-quantised predictions (what a submission holds)."""
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in METRICS}
+    for i in range(0, len(pred), chunk):
+        p = (pred[i:i + chunk].clamp(0, 1) * 255).round() / 255
+        for k, v in metrics.image_metrics(p.to(device), truth[i:i + chunk].to(device)).items():
+            out[k].append(v.cpu())
+    return {k: torch.cat(v).double().numpy() for k, v in out.items()}
+
+
+def score_patches(model: torch.nn.Module | None, test: TestSet, device: str = "cpu") -> pd.DataFrame:
+    """One row per test patch: ``patch``, ``scene`` and the metrics of ``model`` (``None``: the floor)."""
+    pred = test.inputs.float() if model is None else inference.predict(model, test.inputs, device)
+    return pd.DataFrame({"patch": test.patch_ids, "scene": test.patch_scenes} | _scores(pred, test.truth, device))
+
+
+def render_scene(model: torch.nn.Module | None, test: TestSet, scene: str, device: str = "cpu",
+                 tile: int | None = None) -> torch.Tensor:
+    """A full test image ``(3, H, W)`` rendered by ``model`` in one pass (or overlapping tiles)."""
+    image = test.images[scene].float()
+    return image if model is None else inference.render(model, image, device, tile)
+
+
+def render_patchwise(model: torch.nn.Module | None, test: TestSet, scene: str, device: str = "cpu") -> torch.Tensor:
+    """The same image assembled from the network's per-patch outputs (what a patch-wise submission shows)."""
+    from .stitch import assemble
+
+    idx = [i for i, s in enumerate(test.patch_scenes) if s == scene]
+    x = test.inputs[idx].float()
+    pred = x if model is None else inference.predict(model, x, device)
+    rows, cols = test.grids[scene]
+    return assemble(list(pred.permute(0, 2, 3, 1)), rows, cols).permute(2, 0, 1)
+
+
+def score_images(model: torch.nn.Module | None, test: TestSet, device: str = "cpu", tile: int | None = None,
+                 patchwise: bool = True) -> pd.DataFrame:
+    """One row per full test image and rendering mode (``one pass``; ``patch-wise`` when asked)."""
+    rows = []
+    for scene in test.scenes:
+        modes = {"one pass": render_scene(model, test, scene, device, tile)}
+        if patchwise:
+            modes["patch-wise"] = render_patchwise(model, test, scene, device)
+        truth = test.image_truth[scene][None]
+        for mode, image in modes.items():
+            rows.append({"scene": scene, "mode": mode} | {k: float(v[0]) for k, v in
+                                                           _scores(image[None], truth, device).items()})
+    return pd.DataFrame(rows)
+
+
+def seconds_per_megapixel(model: torch.nn.Module | None, device: str = "cpu", side: int = 1024, repeats: int = 3,
+                          tile: int | None = None) -> float:
+    """Median wall time of :func:`inference.render` on a ``side`` x ``side`` image, per megapixel (0 without a network)."""
+    if model is None:
+        return 0.0
+    x = torch.rand(3, side, side, generator=torch.Generator().manual_seed(0))
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    inference.render(model, x, device, tile)  # warm-up
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        inference.render(model, x, device, tile)
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) / (side * side / 1e6)
+
+
+# --- the table -------------------------------------------------------------------------------------------------
+
+def ablation_table(per_image: pd.DataFrame, info: pd.DataFrame) -> pd.DataFrame:
+    """Mean metrics per method (and seed spread) from per-image scores, beside parameters and timing.
+
+    ``per_image``: columns ``method``, ``seed``, ``scene`` and :data:`METRICS`; ``info``: one row per
+    method with ``label``, ``parameters``, ``s_per_mp``. The profile's seed is reported; with extra
+    seeds, ``<metric> sd`` is the standard deviation of the per-seed means.
+    """
+    means = per_image.groupby(["method", "seed"])[list(METRICS)].mean()
+    first = per_image.groupby("method")["seed"].min()
+    table = pd.DataFrame({k: [means.loc[(m, first[m]), k] for m in info.index] for k in METRICS}, index=info.index)
+    spread = means.groupby("method").agg(["std", "count"])
+    for k in METRICS:
+        table[f"{k} sd"] = [spread.loc[m, (k, "std")] if spread.loc[m, (k, "count")] > 1 else np.nan
+                            for m in info.index]
+    table["seeds"] = [int(spread.loc[m, (METRICS[0], "count")]) for m in info.index]
+    return info.join(table)
+
+
+def compare_to(per_image: pd.DataFrame, reference: str, seed: int, n_boot: int = 2000,
+               rng_seed: int = 0) -> pd.DataFrame:
+    """Per method: mean difference to ``reference`` over the same images, with a 95% paired bootstrap interval.
+
+    Images are resampled with replacement (the same resample for both methods), so the interval
+    reflects which test images happened to be chosen, not training randomness (see the seed spread).
+    ``better`` says whether the whole interval lies on the better side for that metric.
+    """
+    one = per_image[per_image["seed"] == seed].pivot(index="scene", columns="method", values=list(METRICS))
+    rng = np.random.default_rng(rng_seed)
+    n = len(one)
+    picks = rng.integers(0, n, size=(n_boot, n))
+    rows = {}
+    for method in one.columns.get_level_values(1).unique():
+        row = {}
+        for k in METRICS:
+            diff = (one[(k, method)] - one[(k, reference)]).to_numpy()
+            boots = diff[picks].mean(axis=1)
+            lo, hi = np.percentile(boots, [2.5, 97.5])
+            up, down = bool(lo > 0), bool(hi < 0)  # the whole interval above / below zero
+            better, worse = (up, down) if HIGHER_IS_BETTER[k] else (down, up)
+            row |= {f"{k} diff": diff.mean(), f"{k} lo": lo, f"{k} hi": hi, f"{k} better": better, f"{k} worse": worse}
+        rows[method] = row
+    return pd.DataFrame(rows).T
+
+
+def model_info(method: Method, result: training.TrainResult | None, device: str, side: int, repeats: int,
+               tile: int | None) -> dict[str, Any]:
+    """Label, parameter count, inference time per MP and kept epoch of one row."""
+    model = None if result is None else result.model
+    return {"label": method.label, "unpaired": method.unpaired,
+            "parameters": 0 if model is None else count_parameters(model),
+            "s_per_mp": seconds_per_megapixel(model, device, side, repeats, tile),
+            "run": None if result is None else result.name,
+            "kept_epoch": None if result is None else result.best_epoch}
