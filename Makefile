@@ -46,5 +46,9 @@ nbval: dataset-tiny
 	  $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/ -q; \
 	else echo "nbval: no notebooks yet"; fi
 
+# Throughput of every stage, peak memory and the demo series end to end; JSON in runs/bench/.
+bench: dataset-demo
+	$(BIN)/python benchmarks/bench_all.py
+
 clean:
 	rm -rf runs $(TINY_DATA) $(DEMO_DATA)

@@ -53,10 +53,22 @@ def _run_series(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tile(text: str) -> int | str | None:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of pixels, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"tile must be 0 (one pass) or positive, got {value}")
+    return value or None
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .inference import Predictor, export_folder
 
-    predictor = Predictor(args.checkpoint, device=args.device, profile=args.profile, tile=args.tile or None,
+    predictor = Predictor(args.checkpoint, device=args.device, profile=args.profile, tile=args.tile,
                           batch_size=args.batch)
     print(f"[predict] {args.checkpoint} on {predictor.device}; pre-processing from {predictor.config_source}")
     written = export_folder(predictor, args.input, args.output, camera_wb=args.camera_wb, overwrite=args.overwrite)
@@ -105,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--profile", default=None,
                    help="take pre-processing settings from this profile (default: the checkpoint's run.json)")
-    p.add_argument("--tile", type=int, default=1024, help="tile side in RGB pixels for whole images (0: one pass)")
+    p.add_argument("--tile", type=_tile, default="auto",
+                   help="tile side in RGB pixels for whole images; 0: one pass; auto (default): fastest for the device")
     p.add_argument("--batch", type=int, default=16, help="patches per batch")
     p.add_argument("--camera-wb", action="store_true", help="camera RAW files: use the as-shot white balance")
     p.add_argument("--overwrite", action="store_true", help="replace earlier outputs in OUTPUT")

@@ -228,8 +228,9 @@ class EvalConfig:
     seed_methods: tuple[str, ...] = ("ot", "random")
     export_method: str = "ot"
     """Whose predictions are exported in the challenge layout (``<scene>_<idx>.png``)."""
-    tile: int | None = 1024
-    """Tile side (RGB pixels) for whole-image rendering; ``None``: one pass however large."""
+    tile: int | str | None = "auto"
+    """Tile side (RGB pixels) for whole-image rendering; ``None``: one pass however large; ``"auto"``:
+    the fastest for the device (``isp_support.inference.network_tile``). Tiles give the same result."""
     timing_side: int = 1024
     """Inference time is measured on a ``timing_side`` x ``timing_side`` image (1 MP by default)."""
     timing_repeats: int = 3
@@ -287,8 +288,9 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "dataset": DatasetConfig(raw_patch=48),
         "embed": EmbedConfig(semantic_backbone="vgg16_offline", style_backbone="vgg16_offline", image_side=224,
                              patch_side=64),
-        "train": TrainConfig(epochs=4, batch_size=8, lr=1e-3, crop=48),
-        "stage2": Stage2Config(epochs=2, lr=1e-3, d_lr=2e-4, d_features=32),
+        "train": TrainConfig(epochs=8, batch_size=8, lr=1e-3, crop=48),
+        "stage2": Stage2Config(epochs=3, lr=1e-3, d_lr=2e-4, d_features=32),
+        "evaluate": EvalConfig(seeds=(1,)),
     },
     "full": {
         "data_dir": "data/ntire2026",

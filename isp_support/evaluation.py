@@ -9,9 +9,9 @@
 * :func:`score_patches` / :func:`score_images`: PSNR, SSIM and CIEDE2000 per patch and per full
   image (rendered in one pass, or tiled with overlap), as tidy tables.
 * :func:`seconds_per_megapixel`: the network's inference time on a fixed-size image.
-* :func:`ablation_table` and :func:`compare_to`: the summary table, and for each row the paired
-  bootstrap interval (over test scenes) of its difference to a reference row, beside the
-  run-to-run spread over seeds.
+* :func:`ablation_table`, :func:`compare_to` and :func:`verdicts`: the summary table; for each
+  row the paired bootstrap interval (over test scenes) of its difference to a reference row; and
+  whether that difference is larger than the run-to-run spread over training seeds.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from .stitch import STITCHED_DIR, load_stitched
 
 __all__ = ["METHODS", "METRICS", "EvaluationError", "Method", "TestSet", "ablation_table", "compare_to",
            "load_test_set", "method_config", "model_info", "render_patchwise", "render_scene", "run_name",
-           "score_images", "score_patches", "seconds_per_megapixel", "train_method"]
+           "score_images", "score_patches", "seconds_per_megapixel", "seed_spread", "train_method", "verdicts"]
 
 METRICS = ("psnr", "ssim", "delta_e2000")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "delta_e2000": False}
@@ -182,7 +182,7 @@ def score_patches(model: torch.nn.Module | None, test: TestSet, device: str = "c
 
 
 def render_scene(model: torch.nn.Module | None, test: TestSet, scene: str, device: str = "cpu",
-                 tile: int | None = None) -> torch.Tensor:
+                 tile: int | str | None = None) -> torch.Tensor:
     """A full test image ``(3, H, W)`` rendered by ``model`` in one pass (or overlapping tiles)."""
     image = test.images[scene].float()
     return image if model is None else inference.render(model, image, device, tile)
@@ -199,12 +199,12 @@ def render_patchwise(model: torch.nn.Module | None, test: TestSet, scene: str, d
     return assemble(list(pred.permute(0, 2, 3, 1)), rows, cols).permute(2, 0, 1)
 
 
-def score_images(model: torch.nn.Module | None, test: TestSet, device: str = "cpu", tile: int | None = None,
+def score_images(model: torch.nn.Module | None, test: TestSet, device: str = "cpu", tile: int | str | None = None,
                  patchwise: bool = True) -> pd.DataFrame:
-    """One row per full test image and rendering mode (``one pass``; ``patch-wise`` when asked)."""
+    """One row per full test image and rendering mode (``whole image``: fully convolutional over the stitched scene, tiled or not; ``patch-wise`` when asked)."""
     rows = []
     for scene in test.scenes:
-        modes = {"one pass": render_scene(model, test, scene, device, tile)}
+        modes = {"whole image": render_scene(model, test, scene, device, tile)}
         if patchwise:
             modes["patch-wise"] = render_patchwise(model, test, scene, device)
         truth = test.image_truth[scene][None]
@@ -215,7 +215,7 @@ def score_images(model: torch.nn.Module | None, test: TestSet, device: str = "cp
 
 
 def seconds_per_megapixel(model: torch.nn.Module | None, device: str = "cpu", side: int = 1024, repeats: int = 3,
-                          tile: int | None = None) -> float:
+                          tile: int | str | None = None) -> float:
     """Median wall time of :func:`inference.render` on a ``side`` x ``side`` image, per megapixel (0 without a network)."""
     if model is None:
         return 0.0
@@ -278,8 +278,41 @@ def compare_to(per_image: pd.DataFrame, reference: str, seed: int, n_boot: int =
     return pd.DataFrame(rows).T
 
 
+def seed_spread(table: pd.DataFrame, metric: str) -> pd.Series:
+    """Each row's run-to-run spread (standard deviation over training seeds) of ``metric``.
+
+    Measured where the row was repeated; 0 for a row without a network (nothing is trained); for a
+    trained row that was not repeated, the largest spread measured on any row (a conservative
+    guess); NaN when no row was repeated at all.
+    """
+    sd = table[f"{metric} sd"].astype(float)
+    guess = np.where(table["parameters"] == 0, 0.0, sd.max())
+    return sd.where(sd.notna(), pd.Series(guess, index=table.index))
+
+
+def verdicts(versus: pd.DataFrame, table: pd.DataFrame, reference: str,
+             metrics_: tuple[str, ...] = METRICS) -> pd.DataFrame:
+    """Per row of ``versus`` (from :func:`compare_to`): is it better or worse than ``reference``?
+
+    A difference counts only when its bootstrap interval over test scenes excludes zero **and** it is
+    larger than twice the run-to-run spread of the difference, ``sqrt(sd_row^2 + sd_reference^2)``
+    (:func:`seed_spread`). Where no row was repeated over seeds, the interval alone decides and
+    ``<metric> 2x spread`` is NaN.
+    """
+    out = {}
+    for k in metrics_:
+        spread = seed_spread(table, k)
+        two_sd = 2 * np.sqrt(spread.reindex(versus.index) ** 2 + spread[reference] ** 2)
+        large = two_sd.isna() | (versus[f"{k} diff"].astype(float).abs() > two_sd)
+        out[f"{k} 2x spread"] = two_sd
+        out[f"{k} verdict"] = np.select([versus[f"{k} better"].astype(bool) & large,
+                                         versus[f"{k} worse"].astype(bool) & large],
+                                        ["better", "worse"], "no clear difference")
+    return pd.DataFrame(out, index=versus.index)
+
+
 def model_info(method: Method, result: training.TrainResult | None, device: str, side: int, repeats: int,
-               tile: int | None) -> dict[str, Any]:
+               tile: int | str | None) -> dict[str, Any]:
     """Label, parameter count, inference time per MP and kept epoch of one row."""
     model = None if result is None else result.model
     return {"label": method.label, "unpaired": method.unpaired,

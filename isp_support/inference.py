@@ -4,6 +4,8 @@
 * :func:`render`: one whole image in one pass, or tiled with overlap when it is too large
   for memory. The tiles overlap by the network's context (:attr:`ColourNet.context`) and
   keep only their inner part, so a tiled rendering equals the one-pass rendering: no seams.
+  ``tile="auto"`` (:func:`network_tile`) takes cache-sized tiles on the CPU, where they are
+  several times faster than one pass, and large ones on a GPU.
 * :func:`to_uint8` / :func:`save_png`: 8-bit export with rounding (never truncation), written
   atomically.
 * :func:`read_camera_raw`: a DNG (or any format LibRaw reads: CR2, NEF, ARW, ...) through rawpy,
@@ -30,12 +32,18 @@ from .config import Config, PreprocessConfig, config_from_dict, load_config, res
 from .data import UnreadableFileError, read_raw
 from .raw import RawPipeline, pipeline_settings
 
-__all__ = ["CAMERA_RAW_SUFFIXES", "PIPELINE_CONTEXT", "Predictor", "export_folder", "predict", "read_camera_raw",
-           "render", "save_png", "tiled", "to_uint8"]
+__all__ = ["CAMERA_RAW_SUFFIXES", "PIPELINE_CONTEXT", "PIPELINE_TILE", "Predictor", "export_folder", "network_tile",
+           "predict", "read_camera_raw", "render", "save_png", "tiled", "to_uint8"]
 
 CAMERA_RAW_SUFFIXES = (".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw")
 PIPELINE_CONTEXT = 32
 """Packed RAW pixels of overlap between tiles of the pre-processing chain (DemosaicNet + FFDNet see less)."""
+PIPELINE_TILE = 1024
+"""Default tile side (RGB pixels) of the pre-processing chain over a whole camera RAW file."""
+AUTO_TILE = {"cpu": 128, "cuda": 2048}
+"""``tile="auto"`` for the colour network. On the CPU its 128-channel hidden layer is fastest in
+tiles whose activations fit the cache: 128 px tiles render a megapixel about 4x faster than one
+pass on 2 EPYC cores (``benchmarks/bench_all.py`` prints both). On a GPU, large tiles bound memory."""
 MANIFEST = "predict.json"
 
 
@@ -79,10 +87,22 @@ def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int
     return out
 
 
+def network_tile(tile: int | str | None, device: str | torch.device) -> int | None:
+    """The tile side :func:`render` uses: ``"auto"`` is :data:`AUTO_TILE` of the device type; an
+    int or ``None`` (one pass) is kept."""
+    if tile == "auto":
+        return AUTO_TILE.get(torch.device(device).type, AUTO_TILE["cuda"])
+    if tile is not None and not isinstance(tile, int):
+        raise ValueError(f"tile must be 'auto', a number of pixels or None, got {tile!r}")
+    return tile
+
+
 def render(model: torch.nn.Module, image: torch.Tensor, device: str | torch.device = "cpu",
-           tile: int | None = None) -> torch.Tensor:
+           tile: int | str | None = None) -> torch.Tensor:
     """A whole image ``(3, H, W)`` or batch ``(B, 3, H, W)`` through the network: one pass, or tiles of
-    ``tile`` pixels overlapping by the network's context (the same result, bounded memory)."""
+    ``tile`` pixels overlapping by the network's context (the same result, bounded memory);
+    ``"auto"``: see :func:`network_tile`."""
+    tile = network_tile(tile, device)
     single = image.ndim == 3
     x = image.unsqueeze(0) if single else image
     model = model.eval().to(device)
@@ -173,11 +193,13 @@ class Predictor:
     ``checkpoint``: a ``best.pt`` of :func:`isp_support.training.train`. The pre-processing
     settings come from the ``run.json`` of the run directory holding it
     (``RUN_DIR/train/<name>/best.pt``), or from ``profile``'s defaults when given or when
-    there is no record.
+    there is no record. ``tile``: tile side (RGB pixels) for whole images; ``"auto"``: the
+    network's :func:`network_tile` and :data:`PIPELINE_TILE` for the pre-processing; ``None``:
+    one pass for both.
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", profile: str | None = None,
-                 tile: int | None = 1024, batch_size: int = 16):
+                 tile: int | str | None = "auto", batch_size: int = 16):
         from .training import load_model
 
         self.checkpoint = Path(checkpoint)
@@ -216,7 +238,8 @@ class Predictor:
             r, g, b = info["camera_whitebalance"][:3]
             pipe = RawPipeline(dataclasses.replace(pipe.cfg, wb_gains=(r / g, 1.0, b / g)), self.device)
         x = torch.from_numpy(packed).permute(2, 0, 1).unsqueeze(0)
-        packed_tile = None if self.tile is None else max(self.tile // 2, 1)
+        rgb_tile = PIPELINE_TILE if self.tile == "auto" else self.tile
+        packed_tile = None if rgb_tile is None else max(rgb_tile // 2, 1)
         rgb = tiled(lambda t: pipe(t).float().cpu(), x, packed_tile, PIPELINE_CONTEXT, scale=2)
         return render(self.model, rgb[0], self.device, self.tile), info
 

@@ -6,6 +6,7 @@ import re
 import time
 from pathlib import Path
 
+from .artifacts import atomic_write_json
 from .config import Config
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
@@ -24,7 +25,10 @@ def notebook_parameters(cfg: Config) -> dict[str, object]:
 
 def run_series(cfg: Config, notebooks_dir: str | Path = "notebooks", only: list[str] | None = None,
                log=print) -> list[Path]:
-    """Execute every notebook in order into ``<run_dir>/notebooks/``; stops at the first failure."""
+    """Execute every notebook in order into ``<run_dir>/notebooks/``; stops at the first failure.
+
+    ``<run_dir>/series.json`` records each executed notebook's wall time (seconds) and the total.
+    """
     import papermill as pm
 
     notebooks = series_notebooks(notebooks_dir)
@@ -36,12 +40,16 @@ def run_series(cfg: Config, notebooks_dir: str | Path = "notebooks", only: list[
     out_dir = Path(cfg.run_dir) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = []
+    seconds: dict[str, float] = {}
     for nb in notebooks:
         target = out_dir / nb.name
         log(f"--> {nb.name} (profile {cfg.profile})")
         start = time.perf_counter()
         pm.execute_notebook(str(nb), str(target), parameters=notebook_parameters(cfg), kernel_name="python3",
                             cwd=str(nb.parent), progress_bar=False, log_output=False)
-        log(f"    done in {time.perf_counter() - start:.1f} s -> {target}")
+        seconds[nb.stem] = round(time.perf_counter() - start, 2)
+        log(f"    done in {seconds[nb.stem]:.1f} s -> {target}")
         executed.append(target)
+        atomic_write_json(Path(cfg.run_dir) / "series.json", {"profile": cfg.profile, "seconds": seconds,
+                                                             "total_seconds": round(sum(seconds.values()), 2)})
     return executed

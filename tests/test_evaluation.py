@@ -44,8 +44,8 @@ def test_identity_network_equals_the_floor_and_full_images_match_patches():
     pd.testing.assert_frame_equal(evaluation.score_patches(identity, test), evaluation.score_patches(None, test),
                                   atol=1e-5)
     images = evaluation.score_images(identity, test, tile=5)
-    assert set(images["mode"]) == {"one pass", "patch-wise"} and len(images) == 4
-    one, pw = (images[images["mode"] == m].set_index("scene") for m in ("one pass", "patch-wise"))
+    assert set(images["mode"]) == {"whole image", "patch-wise"} and len(images) == 4
+    one, pw = (images[images["mode"] == m].set_index("scene") for m in ("whole image", "patch-wise"))
     pd.testing.assert_frame_equal(one.drop(columns="mode"), pw.drop(columns="mode"), atol=1e-5)
 
 
@@ -97,6 +97,23 @@ def test_ablation_table_reports_the_profile_seed_and_the_seed_spread():
     assert table.loc["ot", "psnr sd"] == pytest.approx(np.std([0, 0.5], ddof=1))
     assert table.loc["random", "psnr sd"] == pytest.approx(0.0) and table.loc["random", "seeds"] == 2
     assert np.isnan(evaluation.ablation_table(one, info).loc["ot", "psnr sd"])
+
+
+def test_a_difference_counts_only_beyond_the_interval_and_twice_the_seed_spread():
+    table = pd.DataFrame({"parameters": [0, 7055, 7055, 7055], "psnr sd": [np.nan, 0.3, 2.0, np.nan]},
+                         index=["floor", "ot", "random", "knn"])
+    assert evaluation.seed_spread(table, "psnr").tolist() == [0.0, 0.3, 2.0, 2.0]  # no network: 0; not repeated: max
+    versus = pd.DataFrame({"psnr diff": [-2.0, 2.5, 5.0, 0.0], "psnr better": [False, True, True, False],
+                           "psnr worse": [True, False, False, False]}, index=["floor", "random", "knn", "ot"])
+    out = evaluation.verdicts(versus, table, "ot", ("psnr",))
+    assert out.loc["floor", "psnr 2x spread"] == pytest.approx(0.6)
+    assert out.loc["floor", "psnr verdict"] == "worse"  # |-2| > 2 * 0.3, interval below zero
+    assert out.loc["random", "psnr verdict"] == "no clear difference"  # 2.5 < 2 * sqrt(2^2 + 0.3^2)
+    assert out.loc["knn", "psnr verdict"] == "better"  # 5 > 4.04, interval above zero
+    assert out.loc["ot", "psnr verdict"] == "no clear difference"
+    unrepeated = evaluation.verdicts(versus, table.assign(**{"psnr sd": np.nan}), "ot", ("psnr",))
+    assert unrepeated["psnr verdict"].tolist() == ["worse", "better", "better", "no clear difference"]
+    assert unrepeated.loc["random", "psnr 2x spread"] != unrepeated.loc["random", "psnr 2x spread"]  # NaN
 
 
 def test_every_method_has_its_own_run_and_extra_seeds_their_own_folders():

@@ -38,6 +38,17 @@ def test_tiled_rendering_equals_one_pass(head, tile):
     torch.testing.assert_close(inference.render(net, image[0], tile=tile), whole[0], atol=1e-6, rtol=0)
 
 
+def test_auto_tile_is_cache_sized_on_the_cpu_and_gives_the_one_pass_result():
+    assert inference.network_tile("auto", "cpu") == inference.AUTO_TILE["cpu"]
+    assert inference.network_tile("auto", "cuda:1") == inference.AUTO_TILE["cuda"]
+    assert inference.network_tile(None, "cpu") is None and inference.network_tile(40, "cpu") == 40
+    with pytest.raises(ValueError, match="tile must be"):
+        inference.network_tile("big", "cpu")
+    net, image = _net(), torch.rand(1, 3, 300, 260)  # larger than one CPU tile
+    torch.testing.assert_close(inference.render(net, image, tile="auto"), inference.render(net, image), atol=1e-6,
+                               rtol=0)
+
+
 def test_tiling_without_context_shows_seams():
     net = _net()
     image = torch.rand(1, 3, 32, 32)
@@ -199,3 +210,9 @@ def test_predict_renders_a_dng(tmp_path, checkpoint):
     whole, info = predictor.camera_raw(dng)
     assert info["cfa"] == "RGGB"
     assert np.abs(png.astype(int) - inference.to_uint8(whole).astype(int)).max() <= 1  # tiled == one pass
+
+
+def test_predict_rejects_a_bad_tile(tmp_path, checkpoint, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", str(checkpoint), str(tmp_path), str(tmp_path / "out"), "--tile", "big"])
+    assert stop.value.code == 2 and "expected 'auto' or a number of pixels, got 'big'" in capsys.readouterr().err

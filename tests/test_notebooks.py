@@ -37,6 +37,8 @@ def test_series_runner_injects_parameters(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics" / "00_toy.json").read_text())
     assert metrics == {"profile": "tiny", "device": "cpu"}
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["profile"] == "tiny"
+    timing = json.loads((tmp_path / "run" / "series.json").read_text())
+    assert list(timing["seconds"]) == ["00_toy"] and timing["total_seconds"] == timing["seconds"]["00_toy"] > 0
 
 
 @pytest.fixture(scope="module")
