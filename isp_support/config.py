@@ -3,7 +3,7 @@
 Three profiles:
 
 * ``tiny``: CI. Every notebook in a few minutes on 2 CPU cores.
-* ``demo``: the README's main command. The whole series in at most 15 minutes
+* ``demo``: the README's main command. The whole series in about 25 minutes
   on 2 CPU cores, with results that mean something.
 * ``full``: the paper's settings, for the real NTIRE 2026 data on a GPU node.
 
