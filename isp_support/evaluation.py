@@ -201,7 +201,8 @@ def render_patchwise(model: torch.nn.Module | None, test: TestSet, scene: str, d
 
 def score_images(model: torch.nn.Module | None, test: TestSet, device: str = "cpu", tile: int | str | None = None,
                  patchwise: bool = True) -> pd.DataFrame:
-    """One row per full test image and rendering mode (``whole image``: fully convolutional over the stitched scene, tiled or not; ``patch-wise`` when asked)."""
+    """One row per full test image and rendering mode: ``whole image`` (the network over the stitched
+    scene, in one pass or overlapping tiles: the same result) and, when asked, ``patch-wise``."""
     rows = []
     for scene in test.scenes:
         modes = {"whole image": render_scene(model, test, scene, device, tile)}
