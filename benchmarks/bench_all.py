@@ -23,9 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import threading
 import shutil
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path

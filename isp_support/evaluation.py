@@ -35,7 +35,8 @@ from .stitch import STITCHED_DIR, load_stitched
 
 __all__ = ["METHODS", "METRICS", "EvaluationError", "Method", "TestSet", "ablation_table", "compare_to",
            "load_test_set", "method_config", "model_info", "render_patchwise", "render_scene", "run_name",
-           "score_images", "score_patches", "seconds_per_megapixel", "seed_spread", "train_method", "verdicts"]
+           "score_images", "score_patches", "seconds_per_megapixel", "seed_spread", "train_method", "twice_spread",
+           "verdicts"]
 
 METRICS = ("psnr", "ssim", "delta_e2000")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "delta_e2000": False}
@@ -291,6 +292,12 @@ def seed_spread(table: pd.DataFrame, metric: str) -> pd.Series:
     return sd.where(sd.notna(), pd.Series(guess, index=table.index))
 
 
+def twice_spread(table: pd.DataFrame, metric: str, rows, reference: str) -> pd.Series:
+    """Twice the run-to-run spread of the difference ``row - reference``: ``2 sqrt(sd_row^2 + sd_reference^2)``."""
+    spread = seed_spread(table, metric)
+    return 2 * np.sqrt(spread.reindex(rows) ** 2 + spread[reference] ** 2)
+
+
 def verdicts(versus: pd.DataFrame, table: pd.DataFrame, reference: str,
              metrics_: tuple[str, ...] = METRICS) -> pd.DataFrame:
     """Per row of ``versus`` (from :func:`compare_to`): is it better or worse than ``reference``?
@@ -302,8 +309,7 @@ def verdicts(versus: pd.DataFrame, table: pd.DataFrame, reference: str,
     """
     out = {}
     for k in metrics_:
-        spread = seed_spread(table, k)
-        two_sd = 2 * np.sqrt(spread.reindex(versus.index) ** 2 + spread[reference] ** 2)
+        two_sd = twice_spread(table, k, versus.index, reference)
         large = two_sd.isna() | (versus[f"{k} diff"].astype(float).abs() > two_sd)
         out[f"{k} 2x spread"] = two_sd
         out[f"{k} verdict"] = np.select([versus[f"{k} better"].astype(bool) & large,
