@@ -16,8 +16,13 @@ that runs anywhere, so this module makes a set in the same layout (see
   upper-bound experiments; the unpaired pipeline never reads it.
 
 Photos are split by content group (two views of one scene stay together).
+A photo gives up to ``crops_per_photo`` scenes (``target_crops_per_photo`` for
+target photos): non-overlapping crops, none smaller than its scene's RGB size,
+all in the photo's split (:func:`photo_crops`; one crop, the largest centred
+one, when it is too small for two). A photo's first scene is named
+``<role><k>`` (``src003``), its further crops ``<role><k>c<j>`` (``src003c1``).
 Each scene is cut into a grid picked from the profile's list (the one whose
-aspect ratio fits the photo best, among the three closest, by seed), patches
+aspect ratio fits the crop best, among the three closest, by seed), patches
 numbered row-major from 0. Everything is deterministic in the seed. The
 dataset is built in a temporary folder and renamed into place, with
 ``manifest.json`` (parameters, photo sources and licences, sha256 of every
@@ -66,6 +71,8 @@ class ScenePlan:
     cols: int
     crop: tuple[int, int, int, int]
     """(top, left, height, width) of the photo region used."""
+    index: int = 0
+    """Which crop of its photo this scene is (0: the first, or the only one)."""
 
 
 def collect_photos(sources: tuple[str, ...], cache_dir: Path, extra_folders: tuple[Path, ...] = (),
@@ -131,6 +138,86 @@ def centre_crop_box(height: int, width: int, aspect: float) -> tuple[int, int, i
     return (height - h) // 2, 0, h, width
 
 
+def grid_fits(height: int, width: int, grid: tuple[int, int], scene_px: int) -> bool:
+    """Whether the largest box of the grid's aspect in ``height`` x ``width`` is at least the scene's size.
+
+    ``scene_px`` is the RGB side of one patch (twice the RAW patch side): a box that
+    fits needs no upscaling to ``rows * scene_px`` x ``cols * scene_px``.
+    """
+    rows, cols = grid
+    _, _, h, w = centre_crop_box(height, width, cols / rows)
+    return h >= rows * scene_px and w >= cols * scene_px
+
+
+def crop_layouts(n: int) -> list[tuple[int, int]]:
+    """Arrangements (rows, cols) of photo cells with room for ``n`` crops and no row or column to spare."""
+    return [(a, b) for a in range(1, n + 1) for b in range(1, n + 1)
+            if a * b >= n and (a - 1) * b < n and a * (b - 1) < n]
+
+
+def multi_crop_boxes(height: int, width: int, n: int, grids: tuple[tuple[int, int], ...], scene_px: int,
+                     rng: np.random.Generator) -> list[tuple[int, int, tuple[int, int, int, int]]]:
+    """``n`` non-overlapping ``(rows, cols, (top, left, h, w))`` crops of a photo, or ``[]`` if they do not fit.
+
+    Each arrangement of :func:`crop_layouts` splits the photo into equal cells, ``n``
+    of them picked by ``rng``. A crop takes a grid that fits its cell
+    (:func:`grid_fits`, so no crop is upscaled), among the three whose aspect is
+    closest to the cell's, by ``rng``, and the largest box of that aspect in the
+    cell, placed in the cell's slack by ``rng``. Boxes lie in disjoint cells, so
+    they never overlap. The arrangement covering the most photo area wins (ties:
+    the first); crops come in the row-major order of their cells.
+    """
+    best: list[tuple[int, int, tuple[int, int, int, int]]] = []
+    best_area = 0
+    for a, b in crop_layouts(n):
+        ys = [round(i * height / a) for i in range(a + 1)]
+        xs = [round(j * width / b) for j in range(b + 1)]
+        crops: list[tuple[int, int, tuple[int, int, int, int]]] = []
+        for cell in sorted(int(c) for c in rng.permutation(a * b)[:n]):
+            i, j = divmod(cell, b)
+            ch, cw = ys[i + 1] - ys[i], xs[j + 1] - xs[j]
+            fitting = tuple(g for g in grids if grid_fits(ch, cw, g, scene_px))
+            if not fitting:
+                break
+            rows, cols = choose_grid(ch, cw, fitting, rng)
+            _, _, h, w = centre_crop_box(ch, cw, cols / rows)
+            top = ys[i] + int(rng.integers(ch - h + 1))
+            left = xs[j] + int(rng.integers(cw - w + 1))
+            crops.append((rows, cols, (top, left, h, w)))
+        if len(crops) < n:
+            continue
+        area = sum(h * w for _, _, (_, _, h, w) in crops)
+        if area > best_area:
+            best, best_area = crops, area
+    return best
+
+
+def photo_crops(height: int, width: int, n: int, grids: tuple[tuple[int, int], ...], raw_patch: int, seed: int,
+                photo: Photo) -> list[tuple[int, int, tuple[int, int, int, int]]]:
+    """A photo's scenes as ``(rows, cols, crop box)``: up to ``n`` crops that fit, at least one.
+
+    Tries ``n``, ``n - 1``, ... crops (:func:`multi_crop_boxes`, RGB patch side
+    ``2 * raw_patch``); when not even two fit, or ``n == 1``, the one scene is the
+    largest centred crop with a grid fitted to the whole photo, exactly as before
+    crops existed (so ``crops_per_photo=1`` builds what builder version 1 built).
+    """
+    for m in range(n, 1, -1):
+        crops = multi_crop_boxes(height, width, m, grids, 2 * raw_patch, _photo_rng(seed, photo, 3, m))
+        if crops:
+            return crops
+    rows, cols = choose_grid(height, width, grids, _photo_rng(seed, photo, 0))
+    return [(rows, cols, centre_crop_box(height, width, cols / rows))]
+
+
+def crops_for_role(cfg: DatasetConfig, role: str) -> int:
+    """Most scenes per photo of one role (``target_crops_per_photo`` for target photos when set)."""
+    n = cfg.target_crops_per_photo if role == "target" and cfg.target_crops_per_photo is not None \
+        else cfg.crops_per_photo
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise DatasetBuildError(f"crops per photo must be a positive integer, got {n!r} for {role} photos")
+    return n
+
+
 def scene_image(photo_rgb: np.ndarray, plan: ScenePlan, raw_patch: int) -> np.ndarray:
     """Crop the photo to the grid's aspect and resize (antialiased) to the scene's RGB size."""
     top, left, h, w = plan.crop
@@ -145,13 +232,24 @@ def cut_grid(image: np.ndarray, rows: int, cols: int) -> list[np.ndarray]:
     return [image[r * ph:(r + 1) * ph, c * pw:(c + 1) * pw] for r in range(rows) for c in range(cols)]
 
 
-def _photo_rng(seed: int, photo: Photo, stream: int) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(photo.id.encode()), stream])
+def _photo_rng(seed: int, photo: Photo, *stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(photo.id.encode()), *stream])
+
+
+def _scene_rng(seed: int, plan: ScenePlan, stream: int) -> np.random.Generator:
+    """A scene's own stream: its photo's for the first crop (as before crops existed), one per further crop."""
+    return _photo_rng(seed, plan.photo, stream) if plan.index == 0 else _photo_rng(seed, plan.photo, stream, plan.index)
+
+
+# DatasetConfig fields added after builder version 1, left out of the build key at these defaults
+# (which build exactly what version 1 built), so existing datasets stay up to date.
+_KEY_DEFAULTS = {"crops_per_photo": 1, "target_crops_per_photo": None}
 
 
 def build_key(cfg: DatasetConfig, seed: int, photos: list[Photo], look: PhoneLook) -> str:
     """Hash of everything that determines the dataset's content."""
-    blob = json.dumps({"builder": BUILDER_VERSION, "config": asdict(cfg), "seed": seed, "look": look.to_dict(),
+    config = {k: v for k, v in asdict(cfg).items() if k not in _KEY_DEFAULTS or v != _KEY_DEFAULTS[k]}
+    blob = json.dumps({"builder": BUILDER_VERSION, "config": config, "seed": seed, "look": look.to_dict(),
                        "photos": [(p.id, sha256_file(p.path)) for p in photos]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -166,6 +264,8 @@ def build_dataset(out: str | Path, cfg: DatasetConfig, seed: int = 0, cache_dir:
     anything at ``out``.
     """
     out = Path(out)
+    for role in ROLES:
+        crops_for_role(cfg, role)  # a bad count fails before any work
     photos = collect_photos(cfg.photo_sources, Path(cache_dir), tuple(Path(f) for f in photo_folders), log=log)
     if cfg.max_photos is not None:
         photos = photos[: cfg.max_photos]
@@ -210,11 +310,12 @@ def _plan_scenes(roles: dict[str, list[Photo]], images: dict[str, np.ndarray], c
     plans = []
     prefix = {"source": "src", "target": "tgt", "test": "test"}
     for role in ROLES:
+        n = crops_for_role(cfg, role)
         for k, photo in enumerate(roles[role]):
             h, w = images[photo.id].shape[:2]
-            rows, cols = choose_grid(h, w, cfg.grids, _photo_rng(seed, photo, 0))
-            crop = centre_crop_box(h, w, cols / rows)
-            plans.append(ScenePlan(f"{prefix[role]}{k:03d}", role, photo, rows, cols, crop))
+            for j, (rows, cols, crop) in enumerate(photo_crops(h, w, n, cfg.grids, cfg.raw_patch, seed, photo)):
+                name = f"{prefix[role]}{k:03d}" + (f"c{j}" if j else "")
+                plans.append(ScenePlan(name, role, photo, rows, cols, crop, j))
     return plans
 
 
@@ -232,7 +333,8 @@ def _write_scene(root: Path, plan: ScenePlan, photo_rgb: np.ndarray, cfg: Datase
         "scene": plan.scene, "role": plan.role, "photo_id": plan.photo.id, "group": plan.photo.group,
         "source": plan.photo.source, "licence": plan.photo.licence, "attribution": plan.photo.attribution,
         "photo_sha256": sha256_file(plan.photo.path), "rows": plan.rows, "cols": plan.cols,
-        "crop": list(plan.crop), "rgb_size": list(image.shape[:2]),
+        "crop": list(plan.crop), "crop_index": plan.index, "photo_size": list(photo_rgb.shape[:2]),
+        "rgb_size": list(image.shape[:2]),
     }
     rendered = to_uint8(render_look(image, look))
     if plan.role == "target":
@@ -240,8 +342,8 @@ def _write_scene(root: Path, plan: ScenePlan, photo_rgb: np.ndarray, cfg: Datase
             save(f"train/jpegs/{plan.scene}_{idx}.jpg", lambda p, t=tile: _save_image(p, t, "JPEG", cfg.jpeg_quality))
         return record, files
     split = "train" if plan.role == "source" else "test"
-    capture = sample_capture(_photo_rng(seed, plan.photo, 1))
-    raw, _ = synthesize_raw(image, sensor, capture, _photo_rng(seed, plan.photo, 2))
+    capture = sample_capture(_scene_rng(seed, plan, 1))
+    raw, _ = synthesize_raw(image, sensor, capture, _scene_rng(seed, plan, 2))
     record["capture"] = capture.to_dict()
     for idx, (raw_tile, gt_tile) in enumerate(zip(cut_grid(raw, plan.rows, plan.cols),
                                                   cut_grid(rendered, plan.rows, plan.cols))):

@@ -9,6 +9,9 @@
 * :func:`score_patches` / :func:`score_images`: PSNR, SSIM and CIEDE2000 per patch and per full
   image (rendered in one pass, or tiled with overlap), as tidy tables.
 * :func:`seconds_per_megapixel`: the network's inference time on a fixed-size image.
+* :func:`epoch_scores` / :func:`score_epochs` and :func:`regret`: every saved epoch of a run scored
+  against ground truth (for scoring only: the kept epoch was chosen without it), and how much the
+  kept epoch gives away against the best one.
 * :func:`ablation_table`, :func:`compare_to` and :func:`verdicts`: the summary table; for each
   row the paired bootstrap interval (over test scenes) of its difference to a reference row; and
   whether that difference is larger than the run-to-run spread over training seeds.
@@ -35,8 +38,8 @@ from .stitch import STITCHED_DIR, load_stitched
 
 __all__ = ["METHODS", "METRICS", "EvaluationError", "Method", "TestSet", "ablation_table", "compare_to",
            "load_test_set", "method_config", "model_info", "render_patchwise", "render_scene", "run_name",
-           "score_images", "score_patches", "seconds_per_megapixel", "seed_spread", "train_method", "twice_spread",
-           "verdicts"]
+           "epoch_scores", "regret", "score_epochs", "score_images", "score_patches", "seconds_per_megapixel",
+           "seed_spread", "train_method", "twice_spread", "verdicts"]
 
 METRICS = ("psnr", "ssim", "delta_e2000")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "delta_e2000": False}
@@ -65,13 +68,15 @@ METHODS: dict[str, Method] = {m.key: m for m in (
     Method("floor", "pre-processing alone (no network)", None),
     Method("random", "stage 1 · random pairs", 1, "random"),
     Method("knn", "stage 1 · kNN pairs", 1, "knn"),
-    Method("ot", "stage 1 · OT pseudo pairs (the paper)", 1, "ot"),
+    Method("ot", "stage 1 · OT pseudo pairs (the default)", 1, "ot"),
+    Method("ot_paper", "stage 1 · OT pairs, the paper's literal image level", 1, "ot_paper"),
     Method("ot_stage2", "OT + stage 2 · U-Net D (the paper)", 2, "ot"),
     Method("unbalanced", "stage 1 · unbalanced OT pairs", 1, "unbalanced"),
     Method("ot_experts", "OT + stage 2 · expert committee", 2, "ot", {"stage2.discriminator": "experts"}),
     Method("ot_lut", "stage 1 · OT pairs, 3D LUT head", 1, "ot", {"train.head": "lut"}),
     Method("paired_pal", "paired · PAL (upper bound)", 1, "paired", {"train.paired_loss": "pal"}, False),
     Method("paired_l1", "paired · L1 (upper bound)", 1, "paired", {"train.paired_loss": "l1"}, False),
+    Method("ot_pair_moment", "stage 1 · OT pairs, per-pair moment loss", 1, "ot", {"train.moment": "pair"}),
 )}
 
 
@@ -232,6 +237,37 @@ def seconds_per_megapixel(model: torch.nn.Module | None, device: str = "cpu", si
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times) / (side * side / 1e6)
+
+
+# --- every epoch ------------------------------------------------------------------------------------------------
+
+def epoch_scores(folder: str | Path, inputs: torch.Tensor, truth: torch.Tensor, device: str = "cpu") -> pd.DataFrame:
+    """One row per saved epoch of the run in ``folder`` (:func:`training.epoch_models`): ``epoch`` and the
+    mean of each metric over ``inputs`` rendered by that epoch's weights against ``truth``.
+
+    For scoring only: training chose its kept epoch without ground truth; this shows how well it chose.
+    """
+    rows = []
+    for epoch, model in training.epoch_models(folder).items():
+        scores = _scores(inference.predict(model, inputs, device), truth, device)
+        rows.append({"epoch": epoch} | {k: float(v.mean()) for k, v in scores.items()})
+    return pd.DataFrame(rows)
+
+
+def score_epochs(result: training.TrainResult, test: TestSet, device: str = "cpu") -> pd.DataFrame:
+    """:func:`epoch_scores` of a trained run on the scored split's patches, with ``kept`` marking its kept epoch."""
+    table = epoch_scores(result.folder, test.inputs, test.truth, device)
+    return table.assign(kept=table["epoch"] == result.best_epoch)
+
+
+def regret(scores: pd.DataFrame | list[dict[str, Any]], kept_epoch: int, metric: str = "psnr") -> float:
+    """``metric`` of the kept epoch minus the best over all epochs (higher-is-better metrics; <= 0, 0: the rule
+    chose the best epoch). For a lower-is-better metric such as ``delta_e2000`` it is best minus kept (also <= 0)."""
+    table = pd.DataFrame(scores)
+    if kept_epoch not in set(table["epoch"]):
+        raise EvaluationError(f"kept epoch {kept_epoch} is not among the scored epochs {sorted(table['epoch'])}")
+    kept = float(table.loc[table["epoch"] == kept_epoch, metric].iloc[0])
+    return kept - float(table[metric].max()) if HIGHER_IS_BETTER[metric] else float(table[metric].min()) - kept
 
 
 # --- the table -------------------------------------------------------------------------------------------------

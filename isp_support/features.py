@@ -53,9 +53,16 @@ COLOUR_DIM = 64 + 32 * 32
 """Length of the colour block: Y histogram (64 bins) and UV histogram (32 x 32)."""
 
 
-def fitted_size(height: int, width: int, long_side: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
-    """``(h, w)`` with the longer side near ``long_side``, aspect kept, both multiples of ``multiple``."""
-    scale = long_side / max(height, width)
+MIN_SIDE = 56
+"""Shortest side fed to a backbone: a VGG needs at least 32 px for its deepest layers, so a very
+elongated image (a 1 x 42 strip) gets a longer side beyond ``long_side`` instead of a 14 px height."""
+
+
+def fitted_size(height: int, width: int, long_side: int, multiple: int = SIZE_MULTIPLE,
+                min_side: int = MIN_SIDE) -> tuple[int, int]:
+    """``(h, w)`` with the longer side near ``long_side`` (the shorter at least ``min_side``), aspect kept,
+    both multiples of ``multiple``."""
+    scale = max(long_side / max(height, width), min_side / min(height, width))
     return (max(multiple, int(round(height * scale / multiple)) * multiple),
             max(multiple, int(round(width * scale / multiple)) * multiple))
 
@@ -101,6 +108,56 @@ def gram_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         iu = torch.triu_indices(gram.shape[-1], gram.shape[-1], device=gram.device)
         parts.append(F.normalize(gram[:, iu[0], iu[1]], dim=1))
     return torch.cat(parts, dim=1)
+
+
+CASTS = ("none", "grey_world", "channel_norm")
+
+
+def cast_statistics(image: np.ndarray) -> np.ndarray:
+    """``(2, 3)``: per-channel mean and standard deviation of an ``(H, W, 3)`` image."""
+    flat = image.reshape(-1, 3).astype(np.float64)
+    return np.stack([flat.mean(0), flat.std(0)])
+
+
+def normalise_cast(x: np.ndarray, stats: np.ndarray, mode: str) -> np.ndarray:
+    """Remove an image's colour cast from ``x`` (``(H, W, 3)`` in [0, 1]) given that image's :func:`cast_statistics`.
+
+    ``grey_world``: each channel scaled so its image mean equals the image's mean over all channels (the
+    grey-world white balance). ``channel_norm``: each channel standardised with the image's statistics
+    and mapped to mean 0.45 and spread 0.2, which also evens out contrast between channels. ``none``:
+    unchanged. The statistics are those of the whole image, so its patches get the same correction and
+    keep their colour relative to the rest of the scene.
+    """
+    if mode == "none":
+        return x
+    mean, sd = stats[0], stats[1]
+    if mode == "grey_world":
+        out = x * (mean.mean() / np.maximum(mean, 1e-6))
+    elif mode == "channel_norm":
+        out = (x - mean) / np.maximum(sd, 1e-6) * 0.2 + 0.45
+    else:
+        raise ValueError(f"unknown colour-cast normalisation {mode!r}; expected one of {', '.join(CASTS)}")
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def cast_normalised_items(items: dict[str, list[Item]], scene_of: dict[str, str], mode: str) -> dict[str, list[Item]]:
+    """``items`` (of :func:`matching_items`) whose loaders remove each scene's colour cast (``mode``).
+
+    The statistics come from each full image (``*_images`` items, ids are scene names); a patch uses its
+    scene's (``scene_of[patch_id]``). Content keys gain the mode, so cached features never mix.
+    """
+    if mode == "none":
+        return items
+    if mode not in CASTS:
+        raise ValueError(f"unknown colour-cast normalisation {mode!r}; expected one of {', '.join(CASTS)}")
+    stats = {it.id: cast_statistics(it.load()) for side in ("source", "target") for it in items[f"{side}_images"]}
+
+    def wrap(it: Item, scene: str) -> Item:
+        return Item(it.id, f"{it.key}|cast={mode}", it.shape,
+                    lambda: normalise_cast(it.load(), stats[scene], mode))
+
+    return {name: [wrap(it, it.id if name.endswith("images") else scene_of[it.id]) for it in members]
+            for name, members in items.items()}
 
 
 def colour_features(x: torch.Tensor) -> torch.Tensor:
@@ -209,9 +266,12 @@ def extract(items: Sequence[Item], describe: Callable[[torch.Tensor], torch.Tens
         for shape, members in sorted(groups.items()):
             for start in range(0, len(members), batch_size):
                 batch = members[start:start + batch_size]
-                x = torch.from_numpy(np.stack([items[i].load() for i in batch])).permute(0, 3, 1, 2)
+                # Items of one resized shape may differ in size on disk (grids of equal aspect): resize
+                # each before stacking.
+                x = torch.cat([resize(torch.from_numpy(np.ascontiguousarray(items[i].load())).permute(2, 0, 1)[None]
+                                      .to(device, torch.float32), shape) for i in batch])
                 with torch.inference_mode():
-                    feats = describe(resize(x.to(device, torch.float32), shape)).float().cpu().numpy()
+                    feats = describe(x).float().cpu().numpy()
                 cache.add([items[i].id for i in batch], [keys[i] for i in batch], feats)
                 bar.update(len(batch))
     return cache.load([it.id for it in items])
@@ -269,3 +329,39 @@ def matching_items(dataset, run_dir: str | Path, split: str = "train") -> dict[s
                            for p in part.raw_patches()],
         "target_patches": [image_item(p.id, p.path) for p in part.jpeg_patches()],
     }
+
+
+def matching_descriptors(items: dict[str, list[Item]], scene_of: dict[str, str], semantic_net: torch.nn.Module,
+                         style_net: torch.nn.Module, embed, cache_root: str | Path, weights_key: str, device: str,
+                         progress: bool = True) -> tuple[dict[str, np.ndarray], ImageDescriptor]:
+    """The four descriptor sets of notebook 03 (``items`` from :func:`matching_items`), cached and resumable.
+
+    Images get the fused descriptor at ``embed.image_side`` (aspect kept), patches the normalised semantic
+    block at ``embed.patch_side`` (and, with ``embed.patch_colour_weight > 0``, the colour block with that
+    weight: the paper's patch level is semantic only); with ``embed.cast != "none"`` every image and patch is first corrected
+    by its scene's colour-cast statistics (:func:`cast_normalised_items`; ``scene_of`` maps patch ids to
+    scenes). Each cast has its own cache folder under ``cache_root``, so comparing casts does not evict
+    the other's features. ``weights_key`` names the backbone weights (their checksums).
+    """
+    describe_image = ImageDescriptor(semantic_net, style_net, (embed.weight_semantic, embed.weight_style,
+                                     embed.weight_colour), embed.style_dim)
+    describers = {"images": describe_image,
+                  "patches": lambda x: F.normalize(semantic_features(semantic_net, x), dim=1),
+                  "colour": lambda x: F.normalize(colour_features(x), dim=1)}
+    # The colour weight only scales a block appended afterwards: it stays out of the cache key.
+    fields = sorted(k for k in embed.__dataclass_fields__ if k != "patch_colour_weight")
+    settings = json.dumps({"embed": {k: getattr(embed, k) for k in fields}, "weights": weights_key}, sort_keys=True)
+    sizes = {"images": lambda hw: fitted_size(*hw, embed.image_side),
+             "patches": lambda hw: (embed.patch_side, embed.patch_side)}
+    out = {}
+    for name, members in cast_normalised_items(items, scene_of, embed.cast).items():
+        level = name.split("_")[1]
+        kinds = ["images"] if level == "images" else ["patches"] + (["colour"] if embed.patch_colour_weight else [])
+        blocks = [extract(members, describers[kind], FeatureCache(Path(cache_root) / embed.cast / f"{name}_{kind}"),
+                          settings, sizes[level], embed.batch_size, device,
+                          desc=f"{name.replace('_', ' ')} {kind} ({embed.cast})", progress=progress)
+                  for kind in kinds]
+        if len(blocks) == 2:
+            blocks[1] = blocks[1] * math.sqrt(embed.patch_colour_weight)
+        out[name] = np.concatenate(blocks, axis=1)
+    return out, describe_image

@@ -17,6 +17,17 @@ Pipeline
    sparse :class:`PairGraph`, from which training samples a target with
    probability ``w_st`` (:meth:`PairGraph.sampler`).
 
+How the image level enters the patch level
+------------------------------------------
+A balanced image plan with uniform marginals, solved to convergence, is close to a permutation when
+the two sides have similar numbers of images: each source image then sends nearly all its mass to one
+target image, and the product ``P_patch x P_image`` pins every patch of that source to that one
+target image, whatever the patch shows. ``MatchConfig.image_level`` chooses how much the image level
+decides (``paper``, ``tempered``, ``candidates``, ``marginal``; :func:`patch_plans`), and
+``image_epsilon`` / ``image_tau`` soften or relax the image plan alone. Which works is measured, not
+assumed: :mod:`isp_support.pair_quality` scores every graph against ground truth where a data set has
+it, and notebook 03 compares them.
+
 Reading of equation 3
 ---------------------
 As printed, ``S_ij = sum_{i',j'} (D_X(i,i') - D_Y(j,j'))^2 C_ij C_i'j'`` multiplies
@@ -192,6 +203,33 @@ from .artifacts import atomic_save_npy, atomic_write_bytes, atomic_write_json
 from .config import MatchConfig
 
 METHODS = ("ot", "unbalanced", "knn", "random")
+IMAGE_LEVELS = ("paper", "tempered", "candidates", "marginal")
+PAPER_IMAGE_LEVEL = {"image_level": "paper", "image_epsilon": None, "image_tau": None}
+"""The :class:`MatchConfig` fields that give section 4.2 as printed (with ``EmbedConfig.cast="none"``)."""
+PAIRING_VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "paper": ({}, {}),
+    "a candidates": ({}, {"image_level": "candidates"}),
+    "b tempered": ({}, {"image_level": "tempered", "image_gamma": 0.5}),
+    "c soft image eps": ({}, {"image_epsilon": 0.2}),
+    "d unbalanced image": ({}, {"image_tau": 0.1}),
+    "e marginal": ({}, {"image_level": "marginal"}),
+    "f grey world": ({"cast": "grey_world"}, {}),
+    "f channel norm": ({"cast": "channel_norm"}, {}),
+    "g patch colour": ({"patch_colour_weight": 1.0}, {}),
+    "f + c": ({"cast": "grey_world"}, {"image_epsilon": 0.2}),
+    "c + g": ({"patch_colour_weight": 1.0}, {"image_epsilon": 0.2}),
+    "f + c + g": ({"cast": "grey_world", "patch_colour_weight": 1.0}, {"image_epsilon": 0.2}),
+    "f + a + c + g": ({"cast": "grey_world", "patch_colour_weight": 1.0},
+                      {"image_level": "candidates", "image_epsilon": 0.2}),
+    "f + d + g": ({"cast": "grey_world", "patch_colour_weight": 1.0}, {"image_tau": 0.1}),
+    "f + e + c + g": ({"cast": "grey_world", "patch_colour_weight": 1.0},
+                      {"image_level": "marginal", "image_epsilon": 0.2}),
+}
+"""The variants notebook 03 compares: ``name -> (EmbedConfig changes, MatchConfig changes)``, both from the
+paper's reading (``cast="none"``, ``patch_colour_weight=0``, :data:`PAPER_IMAGE_LEVEL`). The letters are
+those of the pairing-quality issue: (a) candidates only, (b) tempered product, (c) softer image eps,
+(d) unbalanced image plan, (e) image plan as the patch-level target marginal, (f) colour-cast-normalised
+descriptor inputs; (g), the colour block in the patch descriptors, is this series' addition."""
 GRAPH_FORMAT = "isp_support.pair_graph"
 GRAPH_VERSION = 1
 _CHECK_EVERY = 10
@@ -825,16 +863,26 @@ def _group_table(parent: np.ndarray, n_groups: int) -> np.ndarray:
 def patch_plans(src_feats: Any, src_parent: Sequence[int] | np.ndarray, tgt_feats: Any,
                 tgt_parent: Sequence[int] | np.ndarray, image_plan: Any, top_images: np.ndarray, *,
                 top_patches: int = 8, epsilon_rel: float = 0.05, unbalanced_tau: float | None = None,
-                max_iter: int = 2000, tol: float = 1e-7, mode: str = "ot", knn_weighting: str = "uniform",
+                max_iter: int = 2000, tol: float = 1e-7, mode: str = "ot", image_level: str = "paper",
+                image_gamma: float = 0.5, knn_weighting: str = "uniform",
                 device: Any = None, dtype: torch.dtype | None = None, max_chunk_bytes: int = 256 << 20,
                 overrelax: float = 1.0, warn: bool = True) -> PatchMatch:
     """Patch-level pseudo-pairs: per source image, OT between its patches and its top images' patches.
 
     ``src_parent[s]`` is the row of ``image_plan`` (source image) of source patch ``s``; ``tgt_parent[t]``
     the column (target image) of target patch ``t``. ``top_images`` (``Ns_img x k``) lists each source
-    image's candidate target images. ``mode="ot"``: entropic OT with uniform marginals (unbalanced with
-    ``unbalanced_tau``), ``w_st ∝ P_patch(s, t) P_image(I_s, I_t)`` normalised per source patch, top
-    ``top_patches`` kept and renormalised. ``mode="knn"``: the ``top_patches`` nearest candidates
+    image's candidate target images. ``mode="ot"``: entropic OT (unbalanced with ``unbalanced_tau``),
+    uniform source marginal, and by ``image_level`` (:data:`IMAGE_LEVELS`):
+
+    * ``paper``: uniform target marginal, ``w_st ∝ P_patch(s, t) P_image(I_s, I_t)``;
+    * ``tempered``: uniform target marginal, ``w_st ∝ P_patch(s, t) P_image(I_s, I_t) ** image_gamma``;
+    * ``candidates``: uniform target marginal, ``w_st ∝ P_patch(s, t)``;
+    * ``marginal``: target marginal ``b_t ∝ P_image(I_s, I_t) / n(I_t)`` (each candidate image receives
+      mass in proportion to its image-level plan entry, shared by its ``n(I_t)`` patches),
+      ``w_st ∝ P_patch(s, t)``;
+
+    normalised per source patch, top ``top_patches`` kept and renormalised. ``mode="knn"``: the
+    ``top_patches`` nearest candidates
     (the restricted kNN ablation), weights uniform or softmax (``knn_weighting``). Source patches
     whose image has no candidate patches raise ``ValueError``.
     """
@@ -852,6 +900,8 @@ def patch_plans(src_feats: Any, src_parent: Sequence[int] | np.ndarray, tgt_feat
     P_img = None if image_plan is None else _numpy(image_plan).astype(np.float64)
     if mode == "ot" and P_img is None:
         raise ValueError("mode='ot' needs the image plan")
+    if image_level not in IMAGE_LEVELS:
+        raise ValueError(f"unknown image_level {image_level!r}; expected one of {', '.join(IMAGE_LEVELS)}")
     src_table = _group_table(src_parent, n_src_img)
     tgt_table = _group_table(tgt_parent, int(tgt_parent.max()) + 1 if tgt_parent.size else 1)
     if P_img is not None and tgt_table.shape[0] > P_img.shape[1]:
@@ -871,6 +921,7 @@ def patch_plans(src_feats: Any, src_parent: Sequence[int] | np.ndarray, tgt_feat
     sq_x = (X * X).sum(1)
     sq_y = (Y * Y).sum(1)
     P_img_t = None if P_img is None else torch.as_tensor(P_img, device=dev, dtype=dt)
+    n_patches_t = torch.as_tensor((tgt_table >= 0).sum(1), device=dev, dtype=dt).clamp_min(1.0)
     itemsize = torch.finfo(dt).bits // 8
     d = X.shape[1]
 
@@ -903,14 +954,24 @@ def patch_plans(src_feats: Any, src_parent: Sequence[int] | np.ndarray, tgt_feat
         del Xb, Yb
         t2 = time.perf_counter()
         if mode == "ot":
-            plan, rep = entropic_ot_batched(cost, rmask, cmask, epsilon_rel=epsilon_rel, unbalanced_tau=unbalanced_tau,
+            cand_img = torch.as_tensor(tgt_parent[np.maximum(cols, 0)], device=dev)
+            src_img = torch.as_tensor(problems[idx], device=dev)
+            pimg = P_img_t[src_img[:, None], cand_img].masked_fill(~cmask, 0.0)
+            b = None
+            if image_level == "marginal":
+                b = pimg / n_patches_t[cand_img]
+                b = b / b.sum(1, keepdim=True).clamp_min(1e-300)
+            plan, rep = entropic_ot_batched(cost, rmask, cmask & (b > 0) if b is not None else cmask,
+                                            epsilon_rel=epsilon_rel, unbalanced_tau=unbalanced_tau, b=b,
                                             max_iter=max_iter, tol=tol, overrelax=overrelax, warn=False)
             reports.append(rep)
             del cost
-            cand_img = torch.as_tensor(tgt_parent[np.maximum(cols, 0)], device=dev)
-            src_img = torch.as_tensor(problems[idx], device=dev)
-            pimg = P_img_t[src_img[:, None], cand_img]
-            score = plan * pimg.masked_fill(~cmask, 0.0)[:, None, :]
+            if image_level == "paper":
+                score = plan * pimg[:, None, :]
+            elif image_level == "tempered":
+                score = plan * pimg.pow(image_gamma)[:, None, :]
+            else:
+                score = plan.masked_fill(~cmask[:, None, :], 0.0)
             total = score.sum(2, keepdim=True)
             score = torch.where(total > 0, score / total.clamp_min(1e-300), plan)
             score = score.masked_fill(~cmask[:, None, :], -1.0)
@@ -1388,8 +1449,10 @@ def match_dataset(source_images: DescriptorSet, target_images: DescriptorSet, so
                   max_chunk_bytes: int = 256 << 20, overrelax: float = 1.0, warn: bool = True) -> MatchResult:
     """Section 4.2 end to end, dispatching on ``cfg.method``.
 
-    * ``ot``: entropic FGW image plan (uniform marginals), top ``cfg.top_images`` per source image,
-      patch-level entropic OT, ``w_st ∝ P_patch P_image``, top ``cfg.top_patches``;
+    * ``ot``: entropic FGW image plan (uniform marginals; ``cfg.image_epsilon`` and ``cfg.image_tau``
+      soften or relax it), top ``cfg.top_images`` per source image, patch-level entropic OT combined
+      with the image plan as ``cfg.image_level`` says (``paper``: ``w_st ∝ P_patch P_image``), top
+      ``cfg.top_patches``;
     * ``unbalanced``: the same with the unbalanced relaxation (``cfg.unbalanced_tau``) at both levels;
     * ``knn``: image top-k by descriptor distance; patches: ``knn_scope="global"`` (default) the
       ``top_patches`` nearest of all target patches, or ``"top_images"`` the nearest among the patches
@@ -1437,8 +1500,10 @@ def match_dataset(source_images: DescriptorSet, target_images: DescriptorSet, so
     report = None
     if need_fgw:
         t1 = time.perf_counter()
-        plan, report = fused_gw_plan(si.features, ti.features, alpha=cfg.alpha, epsilon_rel=cfg.epsilon,
-                                     unbalanced_tau=unb, max_iter=cfg.max_iter, tol=cfg.tol,
+        image_eps = cfg.epsilon if cfg.image_epsilon is None else cfg.image_epsilon
+        image_tau = cfg.image_tau if cfg.image_tau is not None else unb
+        plan, report = fused_gw_plan(si.features, ti.features, alpha=cfg.alpha, epsilon_rel=image_eps,
+                                     unbalanced_tau=image_tau, max_iter=cfg.max_iter, tol=cfg.tol,
                                      outer_max_iter=outer_max_iter, outer_tol=outer_tol, overrelax=overrelax,
                                      warn=warn, **common)
         plan_np = _numpy(plan)
@@ -1461,14 +1526,18 @@ def match_dataset(source_images: DescriptorSet, target_images: DescriptorSet, so
         mode = "knn" if cfg.method == "knn" else "ot"
         pm = patch_plans(sp.features, src_parent, tp.features, tgt_parent, plan_np, top,
                          top_patches=cfg.top_patches, epsilon_rel=cfg.epsilon, unbalanced_tau=unb,
-                         max_iter=cfg.max_iter, tol=cfg.tol, mode=mode, knn_weighting=knn_weighting,
+                         max_iter=cfg.max_iter, tol=cfg.tol, mode=mode, image_level=cfg.image_level,
+                         image_gamma=cfg.image_gamma, knn_weighting=knn_weighting,
                          max_chunk_bytes=max_chunk_bytes, overrelax=overrelax, warn=warn, **common)
         graph = PairGraph(sp.ids, tp.ids, pm.indptr, pm.indices, pm.weights)
         pm_report = pm.report
         seconds.update({f"patch_{k}": v for k, v in pm.seconds.items() if k != "total"})
     graph.meta.update({"method": cfg.method, "level": "patch", "top_patches": cfg.top_patches,
                        "top_images": cfg.top_images, "epsilon": cfg.epsilon, "alpha": cfg.alpha,
-                       "unbalanced_tau": unb, "knn_scope": knn_scope if cfg.method == "knn" else None})
+                       "unbalanced_tau": unb, "knn_scope": knn_scope if cfg.method == "knn" else None,
+                       **({"image_level": cfg.image_level, "image_gamma": cfg.image_gamma,
+                           "image_epsilon": cfg.image_epsilon, "image_tau": cfg.image_tau}
+                          if cfg.method in ("ot", "unbalanced") else {})})
     seconds["patch"] = time.perf_counter() - t2
     seconds["total"] = time.perf_counter() - t0
     return MatchResult(cfg.method, conf, si.ids, ti.ids, plan_np, report, top, scores, graph, pm_report, seconds)
@@ -1520,3 +1589,17 @@ def synthetic_match_inputs(n_source_images: int, n_target_images: int, patches_p
     si, sp = side("src", n_source_images)
     ti, tp = side("tgt", n_target_images)
     return si, ti, sp, tp
+
+
+def descriptor_sets(items: dict[str, Sequence[Any]], desc: dict[str, Any],
+                    parents: dict[str, str]) -> tuple[DescriptorSet, DescriptorSet, DescriptorSet, DescriptorSet]:
+    """``(source_images, target_images, source_patches, target_patches)`` for :func:`match_dataset`.
+
+    ``items``/``desc``: the item lists (anything with an ``id``) and descriptor arrays of
+    :func:`isp_support.features.matching_items` / :func:`~isp_support.features.matching_descriptors`;
+    ``parents[patch_id]`` is the scene of a patch.
+    """
+    names = ("source_images", "target_images", "source_patches", "target_patches")
+    return tuple(DescriptorSet(tuple(it.id for it in items[k]), desc[k],
+                               tuple(parents[it.id] for it in items[k]) if k.endswith("patches") else None)
+                 for k in names)

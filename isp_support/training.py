@@ -10,22 +10,31 @@
   (``RUN_DIR/match/<pairing>/patch_graph.npz``) with probability ``w_st``
   (``ot``, ``unbalanced``, ``knn``, ``random``), or, for ``paired``, the patch's
   own ``train/gt`` rendering (the supervised upper bound, never used by the
-  unpaired modes). The plan of epoch ``e`` depends only on ``(seed, e)``.
+  unpaired modes). The plan of epoch ``e`` depends only on ``(seed, e)``. With
+  ``TrainConfig.crop`` the source and target crops of a pair share their fractional
+  offsets, so they cover the same relative window (for pseudo pairs as for true ones).
 * **Losses.** Stage 1: the paper's eq. 13 without the adversarial term
   (:func:`isp_support.losses.stage1_loss`). ``paired`` trains either plain L1 or
   the colour terms against the true rendering plus PAL. Stage 2 starts from the
   stage-1 checkpoint, adds ``adv * L_adv`` from a spectral-norm U-Net
   discriminator (or the expert committee) trained with the hinge loss on
   target-domain patches, and lowers the moment and TV weights.
-* **Validation** after every epoch (and before the first, for the untrained,
-  identity network) on the held-out patches: the colour distance of the
-  predictions to the target domain (:func:`isp_support.metrics.colour_distance`,
-  lower is better) and the structure fidelity of output to input
-  (:func:`isp_support.metrics.structure_fidelity`, 1 = unchanged structure).
-  The kept checkpoint is the epoch with the lowest colour distance among those
-  whose structure fidelity is at least ``TrainConfig.min_structure`` (the
-  untrained network included, so a training run that only destroys structure
-  keeps the identity); early stopping counts epochs without such an improvement.
+* **Validation** after every epoch (and before the first, epoch 0: the starting
+  network) on the held-out patches: the colour distance of the predictions to the
+  target domain (:func:`isp_support.metrics.colour_distance`), the structure
+  fidelity of output to input (:func:`isp_support.metrics.structure_fidelity`,
+  1 = unchanged structure) and a held-out loss (:class:`HeldOutLoss`): for the
+  unpaired modes ``pseudo_loss``, the stage-1 loss against pseudo-targets drawn
+  once from the pair graph (no ground truth), for ``paired`` ``paired_loss``, its
+  objective against ``train/gt``. The kept checkpoint (:func:`kept_epoch`) has the
+  lowest figure of ``TrainConfig.checkpoint_rule`` among epoch 0 and the epochs whose
+  structure fidelity is at least ``TrainConfig.min_structure``, so a run that only
+  destroys structure keeps its starting network, and stage 2 never ends worse than
+  its stage-1 start on its own figure. The colour distance alone rewards collapse
+  onto the average target colour, so it is a named option, not the default. Early
+  stopping counts epochs without a better kept epoch. Every epoch's evaluated
+  weights are kept (``epochs/epoch_<e>.pt``, :func:`epoch_models`) so that notebooks
+  can score each against ground truth, for scoring only.
 * **Robustness.** A step whose loss is not finite is skipped (no update) and
   counted. After every epoch a full checkpoint (weights, optimiser, schedule,
   EMA, discriminator, history) is written atomically; a killed run resumes from
@@ -63,12 +72,17 @@ from .metrics import SlicedReference, structure_fidelity, ssim_luma, yuv_pixels
 from .models import ColourNet, ExpertCommittee, UNetDiscriminator, count_parameters
 from .raw import output_path
 
-__all__ = ["PAIRINGS", "PairSource", "TrainResult", "TrainingError", "Validator", "epoch_plan", "load_model", "loss_weights",
+__all__ = ["CHECKPOINT_RULES", "PAIRINGS", "HeldOutLoss", "PairSource", "TrainResult", "TrainingError", "Validator",
+           "checkpoint_rule", "epoch_models", "epoch_plan", "kept_epoch", "load_epoch", "load_model", "loss_weights",
            "pair_source", "train"]
 
-PAIRINGS = ("ot", "unbalanced", "knn", "random", "paired")
+PAIRINGS = ("ot", "ot_paper", "unbalanced", "knn", "random", "paired")
+CHECKPOINT_RULES = ("auto", "pseudo_loss", "paired_loss", "colour_distance")
+FIGURES = ("colour_distance", "structure", "ssim_luma", "pseudo_loss", "paired_loss")
+"""Validation figures an epoch's history record may hold (the held-out loss is one of the last two)."""
 RESULT = "result.json"
 BEST = "best.pt"
+EPOCHS = "epochs"
 KEEP_CHECKPOINTS = 2
 
 
@@ -183,22 +197,31 @@ def read_target(path: Path) -> torch.Tensor:
     return torch.from_numpy(read_rgb(path).transpose(2, 0, 1).astype(np.float32) / 255.0)
 
 
-class _PairDataset(torch.utils.data.Dataset):
-    """Item ``i``: (source, target) tensors of the plan, cropped at the planned offsets."""
+def _cut(t: torch.Tensor, crop: int, fy: float, fx: float, path: Path) -> torch.Tensor:
+    """The ``crop`` x ``crop`` window of ``t`` (``(..., H, W)``) at fractional offsets ``(fy, fx)`` in [0, 1).
 
-    def __init__(self, sources: list[Path], targets: list[Path], crops: np.ndarray | None, crop: int | None,
-                 aligned: bool):
-        self.sources, self.targets, self.crops, self.crop, self.aligned = sources, targets, crops, crop, aligned
+    The offsets scale with ``t``'s own size, so a source and a target of unequal sizes cut with the
+    same offsets cover the same relative position.
+    """
+    h, w = t.shape[-2:]
+    if crop > min(h, w):
+        raise TrainingError(f"{path}: patch {h}x{w} is smaller than TrainConfig.crop={crop}")
+    y0, x0 = int(fy * (h - crop + 1)), int(fx * (w - crop + 1))
+    return t[..., y0:y0 + crop, x0:x0 + crop]
+
+
+class _PairDataset(torch.utils.data.Dataset):
+    """Item ``i``: (source, target) tensors of the plan, both cut at the pair's planned offsets ``offsets[i]``.
+
+    One ``(fy, fx)`` per pair: a pseudo pair shows a similar scene, so its two crops cover the same
+    relative window, as a true pair's do.
+    """
+
+    def __init__(self, sources: list[Path], targets: list[Path], offsets: np.ndarray | None, crop: int | None):
+        self.sources, self.targets, self.offsets, self.crop = sources, targets, offsets, crop
 
     def __len__(self) -> int:
         return len(self.sources)
-
-    def _cut(self, t: torch.Tensor, fy: float, fx: float, path: Path) -> torch.Tensor:
-        h, w = t.shape[-2:]
-        if self.crop > min(h, w):
-            raise TrainingError(f"{path}: patch {h}x{w} is smaller than TrainConfig.crop={self.crop}")
-        y0, x0 = int(fy * (h - self.crop + 1)), int(fx * (w - self.crop + 1))
-        return t[:, y0:y0 + self.crop, x0:x0 + self.crop]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = read_source(self.sources[i]), read_target(self.targets[i])
@@ -207,42 +230,94 @@ class _PairDataset(torch.utils.data.Dataset):
                 raise TrainingError(f"{self.sources[i]} is {tuple(x.shape)} but its target {self.targets[i]} is "
                                     f"{tuple(y.shape)}; set TrainConfig.crop to train on patches of unequal size")
             return x, y
-        sy, sx, ty, tx = self.crops[i]
-        return self._cut(x, sy, sx, self.sources[i]), self._cut(y, sy, sx, self.targets[i]) if self.aligned \
-            else self._cut(y, ty, tx, self.targets[i])
+        fy, fx = self.offsets[i]
+        return _cut(x, self.crop, fy, fx, self.sources[i]), _cut(y, self.crop, fy, fx, self.targets[i])
 
 
 def _loader(src: PairSource, epoch: int, cfg: Config, device: str) -> torch.utils.data.DataLoader:
     order, targets, rng = epoch_plan(src, epoch, cfg.seed)
-    crops = rng.random((len(order), 4)) if cfg.train.crop else None
-    ds = _PairDataset([src.source_files[i] for i in order], targets, crops, cfg.train.crop, src.graph is None)
+    offsets = rng.random((len(order), 2)) if cfg.train.crop else None
+    ds = _PairDataset([src.source_files[i] for i in order], targets, offsets, cfg.train.crop)
     return torch.utils.data.DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=False, drop_last=False,
                                        num_workers=cfg.train.workers, pin_memory=device.startswith("cuda"))
 
 
 # --- validation ---------------------------------------------------------------------------------------------------
 
+class HeldOutLoss:
+    """A training objective on fixed held-out pairs, comparable across epochs and runs.
+
+    ``inputs``: ``(N, 3, H, W)`` validation inputs (shared with :class:`Validator`), cut to
+    ``window = (crop, fy, fx)`` when set; ``targets``: ``(N, 3, h, w)`` uint8, already cut to the same
+    relative window; ``loss(pred, target)``: the objective, a 0-dim tensor. Batches of ``batch_size``
+    in a fixed order (a batch-level moment term depends on the batch), each weighted by its size.
+    """
+
+    def __init__(self, name: str, inputs: torch.Tensor, targets: torch.Tensor,
+                 loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batch_size: int,
+                 window: tuple[int, float, float] | None = None):
+        self.name, self.inputs, self.targets, self.loss, self.batch_size, self.window = \
+            name, inputs, targets, loss, batch_size, window
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module, device: str) -> float:
+        total = 0.0
+        for i in range(0, len(self.inputs), self.batch_size):
+            x = self.inputs[i:i + self.batch_size].to(device).float()
+            if self.window is not None:
+                x = _cut(x, *self.window, "validation input")
+            y = self.targets[i:i + self.batch_size].to(device).float() / 255.0
+            total += float(self.loss(model(x).float(), y)) * len(x)
+        return total / len(self.inputs)
+
+    @classmethod
+    def for_source(cls, src: PairSource, cfg: Config, val_ids: tuple[str, ...], inputs: torch.Tensor,
+                   loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> "HeldOutLoss":
+        """``pseudo_loss`` against one target per validation patch, drawn from the graph once (with the plan
+        seed of epoch 0, which no training epoch uses), or, for ``paired``, ``paired_loss`` against
+        ``train/gt``; whole patches, or centred aligned crops of ``TrainConfig.crop`` (the training size)."""
+        if src.graph is None:
+            name, files = "paired_loss", [src.gt_files[i] for i in val_ids]
+        else:
+            sampler = src.graph.sampler(int(np.random.default_rng([cfg.seed, 0]).integers(2 ** 62)))
+            name, files = "pseudo_loss", [src.target_files[t] for t in sampler.sample(list(val_ids))]
+        crop = cfg.train.crop
+        targets = []
+        for sid, f in zip(val_ids, files):
+            y = torch.from_numpy(np.ascontiguousarray(read_rgb(f).transpose(2, 0, 1)))
+            if crop is not None:
+                y = _cut(y, crop, 0.5, 0.5, f)
+            elif y.shape != inputs.shape[1:]:
+                raise TrainingError(f"{src.source_files[sid]} is {tuple(inputs.shape[1:])} but its validation "
+                                    f"target {f} is {tuple(y.shape)}; set TrainConfig.crop for patches of unequal size")
+            targets.append(y)
+        window = None if crop is None else (crop, 0.5, 0.5)
+        return cls(name, inputs, torch.stack(targets), loss, cfg.train.batch_size, window)
+
+
 class Validator:
-    """Unpaired validation figures of a network on held-out source patches.
+    """Validation figures of a network on held-out source patches.
 
     ``inputs``: ``(N, 3, H, W)`` validation inputs (kept in float16);
     ``reference_pixels``: ``(M, 3)`` YUV pixels of target-domain patches, the reference
-    colour distribution. Figures are accumulated batch by batch on the device.
+    colour distribution; ``held_out``: the held-out loss, if any. Figures are accumulated
+    batch by batch on the device.
     """
 
     def __init__(self, inputs: torch.Tensor, reference_pixels: torch.Tensor, batch_size: int, seed: int = 0,
-                 samples: int = 6, max_pixels: int = 200_000):
+                 samples: int = 6, max_pixels: int = 200_000, held_out: HeldOutLoss | None = None):
         self.inputs = inputs.half()
         self.batch_size = batch_size
         self.seed = seed
         self.max_pixels = max_pixels
+        self.held_out = held_out
         self.reference = SlicedReference(reference_pixels, seed=seed)
         self.sample_idx = torch.from_numpy(np.linspace(0, len(inputs) - 1, min(samples, len(inputs))).round()
                                            .astype(np.int64)).unique()
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, device: str) -> tuple[dict[str, float], torch.Tensor]:
-        """``({"colour_distance", "structure", "ssim_luma"}, predictions of the sample patches)``."""
+        """``({"colour_distance", "structure", "ssim_luma"[, held-out loss]}, predictions of the samples)``."""
         model.eval()
         n = len(self.inputs)
         per_batch = math.ceil(self.max_pixels * self.batch_size / n)
@@ -255,11 +330,15 @@ class Validator:
             ssim += float(ssim_luma(x, pred).sum())
         figures = {"colour_distance": self.reference.distance(torch.cat(pixels)), "structure": structure / n,
                    "ssim_luma": ssim / n}
+        if self.held_out is not None:
+            figures[self.held_out.name] = self.held_out(model, device)
         return figures, model(self.inputs[self.sample_idx].to(device).float()).float().cpu()
 
     @classmethod
-    def for_source(cls, src: PairSource, cfg: Config, device: str = "cpu", max_pixels: int = 200_000) -> "Validator":
-        """Validation patches (at most ``val_max_patches``, evenly spaced) and the target-domain reference."""
+    def for_source(cls, src: PairSource, cfg: Config, device: str = "cpu", max_pixels: int = 200_000,
+                   loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> "Validator":
+        """Validation patches (at most ``val_max_patches``, evenly spaced) and the target-domain reference;
+        with ``loss``, also its :class:`HeldOutLoss` on those patches."""
         tc = cfg.train
         val_ids = src.val_ids[:: max(1, math.ceil(len(src.val_ids) / tc.val_max_patches))]
         inputs = torch.stack([read_source(src.source_files[i]).half() for i in val_ids])
@@ -268,7 +347,31 @@ class Validator:
         per_patch = math.ceil(max_pixels / len(tids))
         reference = torch.cat([yuv_pixels(read_target(src.target_files[t])[None], per_patch, cfg.seed + 7919 * k)
                                for k, t in enumerate(tids)]).to(device)
-        return cls(inputs, reference, max(tc.batch_size, 16), cfg.seed, tc.samples, max_pixels)
+        held_out = None if loss is None else HeldOutLoss.for_source(src, cfg, val_ids, inputs, loss)
+        return cls(inputs, reference, max(tc.batch_size, 16), cfg.seed, tc.samples, max_pixels, held_out)
+
+
+def checkpoint_rule(cfg: Config, pairing: str) -> str:
+    """The figure ``TrainConfig.checkpoint_rule`` chooses by for ``pairing`` (``auto`` resolved)."""
+    rule = cfg.train.checkpoint_rule
+    if rule not in CHECKPOINT_RULES:
+        raise TrainingError(f"unknown TrainConfig.checkpoint_rule {rule!r}; use one of {', '.join(CHECKPOINT_RULES)}")
+    if rule == "auto":
+        return "paired_loss" if pairing == "paired" else "pseudo_loss"
+    if rule == "paired_loss" and pairing != "paired":
+        raise TrainingError(f"TrainConfig.checkpoint_rule='paired_loss' scores against ground truth, so only "
+                            f"pairing='paired' may use it; {pairing!r} chooses by 'pseudo_loss' or 'colour_distance'")
+    if rule == "pseudo_loss" and pairing == "paired":
+        raise TrainingError("TrainConfig.checkpoint_rule='pseudo_loss' needs a pair graph, which pairing='paired' "
+                            "has not; use 'paired_loss' (or 'auto')")
+    return rule
+
+
+def kept_epoch(history: list[dict[str, Any]], rule: str, min_structure: float) -> int:
+    """The epoch with the lowest finite ``rule`` figure among epoch 0 (the starting network, always a
+    candidate) and the epochs whose structure fidelity is at least ``min_structure``; ties keep the earlier."""
+    ok = [h for h in history if (h["epoch"] == 0 or h["structure"] >= min_structure) and math.isfinite(h[rule])]
+    return min(ok, key=lambda h: (h[rule], h["epoch"]))["epoch"] if ok else 0
 
 
 # --- models and checkpoints ---------------------------------------------------------------------------------------
@@ -288,11 +391,39 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path, device: str = "cpu") -> ColourNet:
-    """The colour network saved in ``best.pt`` (weights only, no unpickling of objects)."""
+    """The colour network saved in ``best.pt`` or ``epochs/epoch_<e>.pt`` (weights only, no unpickling)."""
     state = _load(Path(path))
     model = ColourNet(**state["model_args"])
     model.load_state_dict(state["model"])
     return model.to(device).eval()
+
+
+def _weights_bytes(model: torch.nn.Module, model_args: dict[str, Any], epoch: int,
+                   figures: dict[str, float]) -> bytes:
+    """The format of ``best.pt`` and ``epochs/epoch_<e>.pt``."""
+    return _to_bytes({"model": model.state_dict(), "model_args": model_args, "epoch": epoch, "figures": figures})
+
+
+def load_epoch(folder: str | Path, epoch: int, device: str = "cpu") -> ColourNet:
+    """The evaluated weights (the EMA's when on) of one epoch of the run in ``folder``; 0 = the start."""
+    path = Path(folder) / EPOCHS / f"epoch_{epoch:03d}.pt"
+    if not path.is_file():
+        raise TrainingError(f"{path}: no weights of epoch {epoch}; the run has not reached it, or predates "
+                            f"per-epoch weights (train it again with retrain=True)")
+    return load_model(path, device)
+
+
+def epoch_models(folder: str | Path, device: str = "cpu") -> dict[int, ColourNet]:
+    """Every saved epoch's evaluated weights, epoch 0 included, in epoch order.
+
+    For *scoring* each epoch against ground truth (notebooks 04 and 06): the kept epoch is chosen
+    during training by ``TrainConfig.checkpoint_rule``, never from these scores.
+    """
+    files = sorted((Path(folder) / EPOCHS).glob("epoch_*.pt"))
+    if not files:
+        raise TrainingError(f"{Path(folder) / EPOCHS}: no per-epoch weights; the run predates them or never "
+                            f"started (train it again with retrain=True)")
+    return {int(f.stem.split("_")[1]): load_model(f, device) for f in files}
 
 
 @dataclass
@@ -313,6 +444,8 @@ class TrainResult:
     val_ids: tuple[str, ...] = ()
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    checkpoint_rule: str = "pseudo_loss"
+    """The figure that chose ``best_epoch`` (``TrainConfig.checkpoint_rule`` resolved)."""
 
     @property
     def best(self) -> dict[str, Any]:
@@ -323,8 +456,9 @@ class TrainResult:
         return self.history[0]
 
     def summary(self) -> dict[str, Any]:
-        keys = ("colour_distance", "structure", "ssim_luma")
+        keys = [k for k in FIGURES if k in self.history[0]]
         return {"name": self.name, "stage": self.stage, "pairing": self.pairing, "best_epoch": self.best_epoch,
+                "checkpoint_rule": self.checkpoint_rule,
                 "epochs_run": self.history[-1]["epoch"], "skipped_steps": self.skipped_steps,
                 "parameters": count_parameters(self.model), "seconds": round(self.seconds, 2),
                 "untrained": {k: self.untrained[k] for k in keys}, "best": {k: self.best[k] for k in keys},
@@ -336,11 +470,6 @@ def _settings(cfg: Config, stage: int, src: PairSource, init: Path | None) -> di
             "stage2": dataclasses.asdict(cfg.stage2) if stage == 2 else None,
             "style_backbone": cfg.embed.style_backbone, "data": src.fingerprint(),
             "init_sha256": sha256_file(init) if init else None}
-
-
-def _admissible_best(history: list[dict[str, Any]], min_structure: float) -> int:
-    ok = [h for h in history if h["structure"] >= min_structure]
-    return min(ok, key=lambda h: (h["colour_distance"], h["epoch"]))["epoch"] if ok else 0
 
 
 def _save_samples(folder: Path, epoch: int, inputs: torch.Tensor, preds: torch.Tensor) -> None:
@@ -361,6 +490,8 @@ def default_name(stage: int, pairing: str, cfg: Config) -> str:
     name = f"stage{stage}_{pairing}"
     if pairing == "paired":
         name += f"_{cfg.train.paired_loss}"
+    if cfg.train.moment == "pair":
+        name += "_pairmoment"
     if cfg.train.head != "1x1":
         name += f"_{cfg.train.head}"
     if stage == 2 and cfg.stage2.discriminator != "unet":
@@ -383,6 +514,7 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
     tc, s2 = cfg.train, cfg.stage2
     run_dir = Path(run_dir)
     src = pair_source(cfg, run_dir, pairing)
+    rule = checkpoint_rule(cfg, src.pairing)
     name = name or default_name(stage, src.pairing, cfg)
     folder = run_dir / "train" / name
     if stage == 2:
@@ -401,7 +533,7 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
             log(f"[train] {name}: finished run found in {folder}; loading it (retrain=True to train again)")
             return TrainResult(name, folder, stage, src.pairing, load_model(folder / BEST, device), done["history"],
                                done["best_epoch"], settings, done["skipped_steps"], True, src.val_ids,
-                               done["seconds"], done.get("notes", []))
+                               done["seconds"], done["notes"], done["checkpoint_rule"])
         raise TrainingError(f"{folder} holds a finished run with other settings; pass retrain=True or another name")
 
     torch.manual_seed(cfg.seed)
@@ -440,7 +572,10 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
     if weights.gram:
         gram = losses.gram_loss_for(cfg, device, log=log, scale=tc.gram_scale, reduction=tc.gram_reduction)
     amp = tc.amp and device.startswith("cuda")
-    validator = Validator.for_source(src, cfg, device)
+    # The held-out loss takes the stage-1 weights (stage 2 only lowers mom and TV: same Gram), no adversarial term.
+    held_weights = loss_weights(cfg, 1, src.pairing)
+    validator = Validator.for_source(src, cfg, device, loss=lambda p, y: _generator_loss(
+        p, y, held_weights, gram, src.pairing, tc.paired_loss)[0])
     eval_model = lambda: ema.module if ema is not None else model  # noqa: E731
 
     history: list[dict[str, Any]] = []
@@ -468,9 +603,10 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
         figures, preds = validator.evaluate(eval_model(), device)
         history.append({"epoch": 0, **figures, "loss": None, "terms": {}, "skipped": 0, "seconds": 0.0})
         _save_samples(folder, 0, validator.inputs[validator.sample_idx], preds)
-        atomic_write_bytes(folder / BEST, _to_bytes({"model": eval_model().state_dict(), "model_args": model_args,
-                                                     "epoch": 0, "figures": figures}))
-    best_epoch = _admissible_best(history, tc.min_structure)
+        blob = _weights_bytes(eval_model(), model_args, 0, figures)
+        atomic_write_bytes(folder / EPOCHS / "epoch_000.pt", blob)
+        atomic_write_bytes(folder / BEST, blob)
+    best_epoch = kept_epoch(history, rule, tc.min_structure)
 
     for epoch in range(start, epochs + 1):
         if tc.patience is not None and history[-1]["epoch"] - best_epoch >= tc.patience:
@@ -521,11 +657,11 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
             log(f"[train] {name} epoch {epoch}: skipped {epoch_skipped} step(s) with a non-finite loss")
         history.append(record)
         _save_samples(folder, epoch, validator.inputs[validator.sample_idx], preds)
-        new_best = _admissible_best(history, tc.min_structure)
-        if new_best == epoch:
-            atomic_write_bytes(folder / BEST, _to_bytes({"model": eval_model().state_dict(), "model_args": model_args,
-                                                         "epoch": epoch, "figures": figures}))
-        best_epoch = new_best
+        blob = _weights_bytes(eval_model(), model_args, epoch, figures)
+        atomic_write_bytes(folder / EPOCHS / f"epoch_{epoch:03d}.pt", blob)
+        best_epoch = kept_epoch(history, rule, tc.min_structure)
+        if best_epoch == epoch:
+            atomic_write_bytes(folder / BEST, blob)
         state = {"epoch": epoch, "settings": settings_json, "model": model.state_dict(), "opt": opt.state_dict(),
                  "sched": sched.state_dict() if sched is not None else None,
                  "ema": ema.state_dict() if ema is not None else None,
@@ -538,27 +674,45 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
 
-    notes = []
-    if best_epoch == 0:
-        notes.append("no epoch beat the starting network on colour distance with structure fidelity >= "
-                     f"{tc.min_structure}; the starting network (epoch 0) is kept")
+    notes = _choice_notes(history, best_epoch, rule, tc.min_structure,
+                          "the untrained identity network" if init is None else f"the weights of {init}")
     if history[-1]["epoch"] < epochs:
         notes.append(f"early stop after epoch {history[-1]['epoch']} (patience {tc.patience})")
     if skipped:
         notes.append(f"{skipped} step(s) skipped for a non-finite loss")
     atomic_write_json(folder / RESULT, {"settings": json.loads(settings_json), "history": history,
-                                        "best_epoch": best_epoch, "skipped_steps": skipped, "seconds": seconds,
-                                        "notes": notes})
+                                        "best_epoch": best_epoch, "checkpoint_rule": rule, "skipped_steps": skipped,
+                                        "seconds": seconds, "notes": notes})
     for note in notes:
         log(f"[train] {name}: {note}")
     return TrainResult(name, folder, stage, src.pairing, load_model(folder / BEST, device), history, best_epoch,
-                       settings, skipped, False, src.val_ids, seconds, notes)
+                       settings, skipped, False, src.val_ids, seconds, notes, rule)
+
+
+def _choice_notes(history: list[dict[str, Any]], best: int, rule: str, min_structure: float,
+                  start: str) -> list[str]:
+    """Which rule kept which epoch, what the floor excluded, and when the starting network is kept."""
+    kept = next(h for h in history if h["epoch"] == best)
+    notes = [f"checkpoint rule {rule!r}: epoch {best} of {history[-1]['epoch']} kept ({rule} {kept[rule]:.4g}, "
+             f"structure fidelity {kept['structure']:.3f}; candidates: epoch 0 and the epochs with structure "
+             f"fidelity >= {min_structure})"]
+    floored = [h["epoch"] for h in history if h["epoch"] and h["structure"] < min_structure and h[rule] < kept[rule]]
+    if floored:
+        notes.append(f"epoch(s) {', '.join(map(str, floored))} had a lower {rule} but structure fidelity below "
+                     f"{min_structure}, so were not admissible")
+    if best == 0:
+        notes.append(f"no admissible epoch beat the starting network on {rule}; epoch 0 ({start}) is kept")
+    return notes
 
 
 def loss_weights(cfg: Config, stage: int, pairing: str) -> losses.LossWeights:
-    """The generator's loss weights for ``stage`` and ``pairing`` (stage 2: the paper's lower moment and TV)."""
+    """The generator's loss weights for ``stage`` and ``pairing`` (stage 2: the paper's lower moment and TV;
+    ``TrainConfig.moment="pair"``: per-pair moment statistics)."""
     tc = cfg.train
-    w = losses.LossWeights(mom=tc.mom, luma=tc.luma, chroma=tc.chroma, gram=tc.gram, tv=tc.tv)
+    if tc.moment not in ("batch", "pair"):
+        raise TrainingError(f"unknown TrainConfig.moment {tc.moment!r}; use 'batch' or 'pair'")
+    w = losses.LossWeights(mom=tc.mom, luma=tc.luma, chroma=tc.chroma, gram=tc.gram, tv=tc.tv,
+                           moment_per_sample=tc.moment == "pair")
     if stage == 2:
         w = dataclasses.replace(w, mom=cfg.stage2.mom, tv=cfg.stage2.tv)
     if pairing == "paired":

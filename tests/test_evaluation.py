@@ -142,3 +142,32 @@ def test_a_split_without_ground_truth_is_named(tiny_dataset, tmp_path):
     cfg = load_config("tiny", data_dir=tiny_dataset, run_dir=tmp_path / "run", environ={})
     with pytest.raises(evaluation.EvaluationError, match="run 01_preprocess first"):
         evaluation.load_test_set(cfg, tmp_path / "run")
+
+
+def test_regret_is_kept_minus_best_and_never_positive():
+    scores = [{"epoch": 0, "psnr": 20.0, "delta_e2000": 9.0}, {"epoch": 1, "psnr": 24.5, "delta_e2000": 6.0},
+              {"epoch": 2, "psnr": 23.0, "delta_e2000": 5.0}]
+    assert evaluation.regret(scores, 1) == 0.0
+    assert evaluation.regret(scores, 0) == pytest.approx(-4.5)
+    assert evaluation.regret(pd.DataFrame(scores), 2) == pytest.approx(-1.5)
+    assert evaluation.regret(scores, 1, "delta_e2000") == pytest.approx(-1.0)  # lower is better: best - kept
+    assert evaluation.regret(scores, 2, "delta_e2000") == 0.0
+    with pytest.raises(evaluation.EvaluationError, match="kept epoch 5"):
+        evaluation.regret(scores, 5)
+
+
+def test_epoch_scores_render_every_saved_epoch(tmp_path):
+    from isp_support import training
+    from isp_support.artifacts import atomic_write_bytes
+
+    test = fake_test_set()
+    closer = ColourNet()
+    with torch.no_grad():
+        closer.head.bias.copy_(torch.tensor([0.1, 0.0, -0.05]))  # the truth's colour offset
+    for epoch, net in enumerate((ColourNet(), closer)):
+        atomic_write_bytes(tmp_path / "epochs" / f"epoch_{epoch:03d}.pt",
+                           training._weights_bytes(net, {"hidden": 128, "head": "1x1"}, epoch, {}))
+    table = evaluation.epoch_scores(tmp_path, test.inputs, test.truth)
+    assert table["epoch"].tolist() == [0, 1] and table.loc[1, "psnr"] > table.loc[0, "psnr"] + 5
+    assert table.loc[0, "psnr"] == pytest.approx(evaluation.score_patches(None, test)["psnr"].mean(), rel=1e-5)
+    assert evaluation.regret(table, 0) == pytest.approx(table.loc[0, "psnr"] - table.loc[1, "psnr"])

@@ -1,5 +1,7 @@
 """Colour soft histograms and the matching descriptors."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -135,3 +137,65 @@ def test_image_descriptor_blocks_split_back_out():
     blocks, parts = d.blocks(x), d.split(d(x))
     for name in blocks:
         torch.testing.assert_close(parts[name], blocks[name])
+
+
+def test_extract_handles_layouts_the_demo_builder_never_makes(tmp_path):
+    """Equal aspect but different sizes share a resized shape (they used to be stacked unresized), and a
+    1 x 42 strip keeps a shortest side a VGG can pool five times."""
+    assert min(features.fitted_size(96, 4032, 224)) >= features.MIN_SIDE
+    shapes = {"a": (32, 48), "b": (64, 96), "strip": (16, 16 * 42)}
+    rng = np.random.default_rng(0)
+    arrays = {k: rng.random((*hw, 3), dtype=np.float32) for k, hw in shapes.items()}
+    items = [features.Item(k, k, hw, lambda k=k: arrays[k]) for k, hw in shapes.items()]
+    seen = []
+
+    def describe(x):
+        seen.append(tuple(x.shape[-2:]))
+        return F.max_pool2d(x, 2 ** 5).mean(dim=(2, 3))   # fails on inputs shorter than 32 px
+
+    out = features.extract(items, describe, features.FeatureCache(tmp_path), "s",
+                           lambda hw: features.fitted_size(*hw, 112), 8, "cpu", progress=False)
+    assert out.shape == (3, 3) and np.isfinite(out).all()
+    assert features.fitted_size(32, 48, 112) in seen and len(seen) == 2   # a and b in one batch
+    for k, hw in shapes.items():   # each item's features are those of its own resized image
+        x = features.resize(torch.from_numpy(arrays[k]).permute(2, 0, 1)[None], features.fitted_size(*hw, 112))
+        np.testing.assert_allclose(out[list(shapes).index(k)], describe(x)[0].numpy(), rtol=1e-5)
+
+
+def _scene_items(arrays):
+    """Items for matching_descriptors: each array is a scene (image) and also its only patch ``<scene>_0``."""
+    items = {f"{side}_{level}": [] for side in ("source", "target") for level in ("images", "patches")}
+    for scene, (side, arr) in arrays.items():
+        for level, item_id in (("images", scene), ("patches", f"{scene}_0")):
+            items[f"{side}_{level}"].append(features.Item(item_id, f"{item_id}-key", arr.shape[:2],
+                                                          lambda a=arr: a))
+    return items, {f"{scene}_0": scene for scene in arrays}
+
+
+def test_grey_world_descriptors_ignore_a_scene_colour_cast_and_colour_block_is_appended(tmp_path):
+    from isp_support.config import EmbedConfig
+
+    rng = np.random.default_rng(1)
+    photo = rng.uniform(0.2, 0.6, (32, 32, 3)).astype(np.float32)
+    gains = np.array([0.6, 1.0, 0.8])
+    gains *= photo.reshape(-1, 3).mean() / (photo.reshape(-1, 3).mean(0) * gains).mean()   # same grey level
+    cast = (photo * gains).astype(np.float32)                       # the same scene under another white balance
+    items, scene_of = _scene_items({"s": ("source", cast), "t": ("target", photo)})
+    torch.manual_seed(0)
+    net = TinyCNN()
+    embed = EmbedConfig(image_side=28, patch_side=28, style_dim=16, cast="grey_world", patch_colour_weight=0.0)
+    desc, _ = features.matching_descriptors(items, scene_of, net, net, embed, tmp_path, "w", "cpu", progress=False)
+    np.testing.assert_allclose(desc["source_images"], desc["target_images"], atol=1e-5)
+    np.testing.assert_allclose(desc["source_patches"], desc["target_patches"], atol=1e-5)
+    plain, _ = features.matching_descriptors(items, scene_of, net, net, dataclasses.replace(embed, cast="none"),
+                                             tmp_path, "w", "cpu", progress=False)
+    assert np.abs(plain["source_images"] - plain["target_images"]).max() > 1e-2
+    # A colour block of weight 4 appended to the patch descriptors: norm sqrt(1 + 4), semantic part unchanged.
+    coloured, _ = features.matching_descriptors(items, scene_of, net, net,
+                                                dataclasses.replace(embed, patch_colour_weight=4.0), tmp_path, "w",
+                                                "cpu", progress=False)
+    width = desc["source_patches"].shape[1]
+    np.testing.assert_allclose(coloured["source_patches"][:, :width], desc["source_patches"], atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(coloured["source_patches"], axis=1), np.sqrt(5.0), rtol=1e-5)
+    with pytest.raises(ValueError, match="colour-cast"):
+        features.cast_normalised_items(items, scene_of, "sepia")

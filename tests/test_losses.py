@@ -80,6 +80,25 @@ def test_moment_batch_level_versus_per_sample():
     assert float(moment_loss(pred, target, per_sample=True)) == pytest.approx(3.0, abs=1e-12)
 
 
+def test_per_pair_moment_by_hand_and_through_stage1_loss():
+    """Eq. 6 as printed: each prediction against its own target, averaged over the batch."""
+    half = torch.zeros(1, 3, 4, 4, dtype=torch.float64)
+    half[..., 2:] = 1.0                                   # mean 0.5, population std 0.5 per channel
+    pred = torch.cat([constant([0.2, 0.4, 0.6]), half])
+    target = torch.cat([constant([0.3, 0.4, 0.5]), constant([0.5, 0.5, 0.5])])
+    eps = losses.STD_EPS
+    first = 0.1 + 0.0 + 0.1                               # means differ, both flat
+    second = 3 * ((0.25 + eps) ** 0.5 - eps ** 0.5)       # same means, std 0.5 against 0
+    expected = (first + second) / 2
+    assert float(moment_loss(pred, target, per_sample=True)) == pytest.approx(expected, abs=1e-12)
+    assert abs(float(moment_loss(pred, target)) - expected) > 0.1  # batch statistics pool the two pairs
+    w = LossWeights(luma=0, chroma=0, gram=0, tv=0, moment_per_sample=True)
+    _, terms = stage1_loss(pred, target, w)
+    assert float(terms["mom"]) == pytest.approx(expected, abs=1e-12)
+    _, terms = stage1_loss(pred, target, dataclasses.replace(w, moment_per_sample=False))
+    assert float(terms["mom"]) == pytest.approx(float(moment_loss(pred, target)), abs=1e-12)
+
+
 # --- histograms (eqs. 7-8) -------------------------------------------------------------------
 
 def test_histogram_losses_identical_images_are_zero():

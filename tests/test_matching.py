@@ -297,6 +297,59 @@ def test_patch_weights_are_patch_plan_times_image_plan():
         np.testing.assert_allclose([got[t] for t in range(4)], w[s], rtol=1e-8)
 
 
+
+def _weights_matrix(pm, n_src, n_tgt):
+    W = np.zeros((n_src, n_tgt))
+    for s in range(n_src):
+        W[s, pm.indices[pm.indptr[s]:pm.indptr[s + 1]]] = pm.weights[pm.indptr[s]:pm.indptr[s + 1]]
+    return W
+
+
+@pytest.mark.parametrize("level", ["paper", "tempered", "candidates", "marginal"])
+def test_each_image_level_option_has_the_patch_marginals_it_claims(level):
+    """Nothing truncated (top_patches >= candidates), so the patch plan can be read back from the weights.
+
+    Rows of every patch plan are uniform (1/n); its columns are uniform for ``paper``, ``tempered`` and
+    ``candidates`` and follow ``P_image / n(I_t)`` for ``marginal``.
+    """
+    rng = np.random.default_rng(21)
+    xs, xt = rng.standard_normal((4, 6)), rng.standard_normal((5, 6))
+    tgt_parent = np.array([0, 0, 0, 1, 1])
+    image_plan = np.array([[0.8, 0.2]])
+    pm = patch_plans(xs, np.zeros(4, int), xt, tgt_parent, image_plan, np.array([[0, 1]]), top_patches=8,
+                     tol=1e-12, max_iter=20000, image_level=level, image_gamma=0.5)
+    W = _weights_matrix(pm, 4, 5)
+    factor = {"paper": image_plan[0, tgt_parent], "tempered": image_plan[0, tgt_parent] ** 0.5}.get(level, 1.0)
+    P = W / factor                        # each row of P ∝ the patch plan's row
+    P = P / P.sum(1, keepdims=True) / 4   # rows of the plan are exactly 1/n
+    b = (image_plan[0, tgt_parent] / np.bincount(tgt_parent)[tgt_parent] if level == "marginal"
+         else np.full(5, 1.0))
+    np.testing.assert_allclose(P.sum(0), b / b.sum(), atol=1e-9)
+    if level == "candidates":            # the image plan leaves the weights alone
+        Q, _ = entropic_ot(sq_distances(_t(xs), _t(xt)), epsilon_rel=0.05, tol=1e-12, max_iter=20000)
+        np.testing.assert_allclose(W, Q.numpy() / Q.numpy().sum(1, keepdims=True), rtol=1e-8)
+
+
+def test_image_level_epsilon_and_tau_soften_and_relax_only_the_image_plan(small_inputs):
+    base = MatchConfig(tol=1e-9, max_iter=20000)
+    hard = match_dataset(*small_inputs, base, warn=False)
+    soft = match_dataset(*small_inputs, dataclasses.replace(base, image_epsilon=0.5), warn=False)
+    ns, nt = hard.image_plan.shape
+    for r in (hard, soft):                # balanced: uniform marginals
+        np.testing.assert_allclose(r.image_plan.sum(1), 1 / ns, atol=1e-7)
+        np.testing.assert_allclose(r.image_plan.sum(0), 1 / nt, atol=1e-7)
+    top_share = lambda plan: float((plan.max(1) / plan.sum(1)).mean())  # noqa: E731
+    assert top_share(soft.image_plan) < top_share(hard.image_plan)
+    assert soft.image_report.epsilon_rel == 0.5 and soft.patch_graph.meta["epsilon"] == base.epsilon
+    relaxed = match_dataset(*small_inputs, dataclasses.replace(base, image_tau=0.05), warn=False)
+    assert relaxed.image_report.unbalanced_tau_abs is not None and relaxed.patch_report.unbalanced_tau_rel is None
+    assert np.abs(relaxed.image_plan.sum(0) - 1 / nt).max() > 1e-3       # the column marginal is relaxed
+    tight = match_dataset(*small_inputs, dataclasses.replace(base, image_tau=1e6), warn=False)
+    np.testing.assert_allclose(tight.image_plan.sum(0), 1 / nt, atol=1e-5)  # and a huge tau restores it
+    with pytest.raises(ValueError, match="image_level"):
+        match_dataset(*small_inputs, dataclasses.replace(base, image_level="nonsense"), warn=False)
+
+
 # --- the pair graph -------------------------------------------------------------------------------------------------
 
 def _small_graph():

@@ -95,7 +95,7 @@ def test_match_notebook_writes_converged_graphs_keyed_by_patch_ids(tiny_series, 
     from isp_support.matching import PairGraph
 
     metrics = _metrics(tiny_series, "03_embed_match")
-    assert set(metrics["methods"]) == {"ot", "unbalanced", "knn", "random"}
+    assert set(metrics["methods"]) == {"ot", "ot_paper", "unbalanced", "knn", "random"}
     assert all(m["converged"] for m in metrics["methods"].values())
     assert "vgg16_offline" in metrics["backbones"]["semantic"]  # tiny runs offline and says so
     graph = PairGraph.load(metrics["graph"])

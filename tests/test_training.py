@@ -1,4 +1,5 @@
-"""Stage-1 / stage-2 training: pairs, resume, loading, non-finite steps, and that training learns."""
+"""Stage-1 / stage-2 training: pairs, crops, checkpoint rules, resume, loading, non-finite steps, and that
+training learns."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from isp_support import losses, training
 from isp_support.config import PreprocessConfig, load_config
@@ -76,6 +78,75 @@ def test_paired_pairs_each_patch_with_its_own_ground_truth(tiny_dataset, run):
     assert [p.stem for p in targets] == order and all(p.parent.name == "gt" for p in targets)
 
 
+def test_crops_of_a_pair_cover_the_same_relative_window(tmp_path):
+    """Pixels encode their own coordinates, so a crop shows where it was cut."""
+    def coords(h, w):
+        yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        return np.stack([yy, xx, np.zeros_like(yy)])
+
+    np.save(tmp_path / "s.npy", (coords(40, 40) / 255).astype(np.float32))
+    Image.fromarray(coords(40, 40).transpose(1, 2, 0).astype(np.uint8)).save(tmp_path / "same.png")
+    Image.fromarray(coords(80, 60).transpose(1, 2, 0).astype(np.uint8)).save(tmp_path / "large.png")
+    offsets = np.array([[0.3, 0.8], [0.3, 0.8]])
+    ds = training._PairDataset([tmp_path / "s.npy"] * 2, [tmp_path / "same.png", tmp_path / "large.png"], offsets, 8)
+    x, y = ds[0]
+    assert x.shape == y.shape == (3, 8, 8)
+    assert torch.allclose(x, y, atol=1e-6)                                  # same window, pixel for pixel
+    x, y = ds[1]                                                            # a 80 x 60 target
+    x0 = (round(float(x[0, 0, 0]) * 255), round(float(x[1, 0, 0]) * 255))
+    y0 = (round(float(y[0, 0, 0]) * 255), round(float(y[1, 0, 0]) * 255))
+    assert x0 == (int(0.3 * 33), int(0.8 * 33)) and y0 == (int(0.3 * 73), int(0.8 * 53))  # same fractional offsets
+
+
+def test_pseudo_pairs_are_cut_with_one_offset_per_pair(tiny_dataset, run):
+    cfg = cfg_for(tiny_dataset, run, **{"train.crop": 16})
+    ds = training._loader(training.pair_source(cfg, run), 1, cfg, "cpu").dataset
+    assert ds.offsets.shape == (len(ds), 2) and ds.crop == 16
+    x, y = ds[0]
+    assert x.shape == y.shape == (3, 16, 16)
+
+
+def test_kept_epoch_respects_the_structure_floor_and_keeps_epoch_0_as_a_candidate():
+    history = [{"epoch": 0, "structure": 1.0, "pseudo_loss": 0.50, "colour_distance": 0.30},
+               {"epoch": 1, "structure": 0.95, "pseudo_loss": 0.40, "colour_distance": 0.20},
+               {"epoch": 2, "structure": 0.70, "pseudo_loss": 0.10, "colour_distance": 0.05},   # below the floor
+               {"epoch": 3, "structure": 0.92, "pseudo_loss": float("nan"), "colour_distance": 0.25},
+               {"epoch": 4, "structure": 0.91, "pseudo_loss": 0.40, "colour_distance": 0.01}]
+    assert training.kept_epoch(history, "pseudo_loss", 0.9) == 1            # ties keep the earlier epoch
+    assert training.kept_epoch(history, "colour_distance", 0.9) == 4
+    assert training.kept_epoch(history, "pseudo_loss", 0.96) == 0           # only the starting network is left
+    history[0]["structure"] = 0.5                                           # epoch 0 stays a candidate
+    assert training.kept_epoch(history, "pseudo_loss", 0.99) == 0
+    for floor in (0.0, 0.8, 0.9, 0.93):
+        kept = training.kept_epoch(history, "pseudo_loss", floor)
+        assert kept == 0 or next(h for h in history if h["epoch"] == kept)["structure"] >= floor
+
+
+def test_checkpoint_rules_resolve_and_unknown_ones_are_named(tiny_dataset, run):
+    cfg = cfg_for(tiny_dataset, run)
+    assert training.checkpoint_rule(cfg, "ot") == "pseudo_loss"
+    assert training.checkpoint_rule(cfg, "paired") == "paired_loss"
+    assert training.checkpoint_rule(cfg.replace(**{"train.checkpoint_rule": "colour_distance"}), "paired") \
+        == "colour_distance"
+    with pytest.raises(training.TrainingError, match="auto, pseudo_loss, paired_loss, colour_distance"):
+        training.train(cfg.replace(**{"train.checkpoint_rule": "best"}), run, progress=False, log=quiet)
+    with pytest.raises(training.TrainingError, match="only pairing='paired'"):
+        training.checkpoint_rule(cfg.replace(**{"train.checkpoint_rule": "paired_loss"}), "random")
+    with pytest.raises(training.TrainingError, match="needs a pair graph"):
+        training.checkpoint_rule(cfg.replace(**{"train.checkpoint_rule": "pseudo_loss"}), "paired")
+
+
+def test_per_pair_moment_is_wired_into_the_loss_and_the_run_name(tiny_dataset, run):
+    cfg = cfg_for(tiny_dataset, run)
+    assert not training.loss_weights(cfg, 1, "ot").moment_per_sample
+    pair = cfg.replace(**{"train.moment": "pair"})
+    assert training.loss_weights(pair, 1, "ot").moment_per_sample
+    assert training.loss_weights(pair, 2, "ot").moment_per_sample
+    assert training.default_name(1, "ot", pair) == "stage1_ot_pairmoment"
+    with pytest.raises(training.TrainingError, match="TrainConfig.moment"):
+        training.loss_weights(cfg.replace(**{"train.moment": "image"}), 1, "ot")
+
+
 def _weights(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -99,6 +170,9 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny_dataset, run):
     strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "patches_per_second")} for r in h]  # noqa
     assert strip(whole.history) == strip(resumed.history)
     assert whole.best_epoch == resumed.best_epoch
+    for epoch in range(4):
+        a, b = (_weights(training.load_epoch(r.folder, epoch)) for r in (whole, resumed))
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_finished_run_is_loaded_unless_asked(tiny_dataset, run):
@@ -120,6 +194,8 @@ def test_non_finite_losses_skip_the_step_and_are_reported(tiny_dataset, run, mon
 
     def sometimes_nan(*args, **kwargs):
         total, terms = real(*args, **kwargs)
+        if not torch.is_grad_enabled():  # the held-out validation loss
+            return total, terms
         calls["n"] += 1
         return (total * float("nan"), terms) if calls["n"] % 2 else (total, terms)
 
@@ -170,8 +246,10 @@ def test_stage2_refines_from_stage1_with_either_discriminator(tiny_dataset, run)
             assert {"d_colour", "d_structure", "d_frequency"} <= set(terms)
         state = torch.load(sorted((result.folder / "checkpoints").glob("*.pt"))[-1], weights_only=True)
         assert state["disc"] is not None
-        # epoch 0 of stage 2 is the stage-1 network
+        # epoch 0 of stage 2 is the stage-1 network, scored by the same (stage-1) held-out loss
         assert result.history[0]["colour_distance"] == pytest.approx(stage1.best["colour_distance"], rel=1e-6)
+        assert result.history[0]["pseudo_loss"] == pytest.approx(stage1.best["pseudo_loss"], rel=1e-6)
+        assert result.best["pseudo_loss"] <= stage1.best["pseudo_loss"] * (1 + 1e-6)
 
 
 def test_paired_upper_bound_modes(tiny_dataset, run):
@@ -181,6 +259,40 @@ def test_paired_upper_bound_modes(tiny_dataset, run):
         result = training.train(cfg, run, progress=False, log=quiet)
         assert result.name == f"stage1_paired_{loss}"
         assert ("l1" if loss == "l1" else "pal") in result.history[1]["terms"]
+        assert result.checkpoint_rule == "paired_loss"
+        assert all("paired_loss" in h and "pseudo_loss" not in h for h in result.history)
+
+
+def test_paired_l1_keeps_the_epoch_of_lowest_held_out_loss_not_the_untrained_network(tiny_dataset, run):
+    cfg = cfg_for(tiny_dataset, run, **{"train.pairing": "paired", "train.paired_loss": "l1", "train.epochs": 4})
+    result = training.train(cfg, run, name="paired_rule", progress=False, log=quiet)
+    held = {h["epoch"]: h["paired_loss"] for h in result.history if h["structure"] >= cfg.train.min_structure}
+    print("held-out L1 per epoch:", {k: round(v, 4) for k, v in held.items()})
+    assert min(held.values()) < held[0]                      # the held-out loss falls ...
+    assert result.best_epoch == min(held, key=held.get) != 0  # ... so the untrained network is not kept
+    # the held-out L1 is the mean absolute error of the validation patches against their train/gt
+    src = training.pair_source(cfg, run, "paired")
+    x = torch.stack([training.read_source(src.source_files[i]) for i in src.val_ids])
+    y = torch.stack([training.read_target(src.gt_files[i]) for i in src.val_ids])
+    with torch.no_grad():
+        assert float((result.model(x) - y).abs().mean()) == pytest.approx(result.best["paired_loss"], rel=1e-5)
+    assert any("checkpoint rule 'paired_loss': epoch" in n for n in result.notes)
+
+
+def test_every_epoch_keeps_its_evaluated_weights(tiny_dataset, run):
+    cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 2, "train.ema": 0.5})
+    result = training.train(cfg, run, name="epochs", progress=False, log=quiet)
+    models = training.epoch_models(result.folder)
+    assert sorted(models) == [0, 1, 2]
+    x = torch.rand(1, 3, 8, 8)
+    assert torch.equal(models[0](x), x)                      # epoch 0: the untrained identity
+    assert torch.equal(models[result.best_epoch](x), result.model(x))
+    last = torch.load(sorted((result.folder / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+    ema = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    assert all(torch.equal(ema[k], v) for k, v in _weights(models[2]).items())  # the EMA, not the raw weights
+    with pytest.raises(training.TrainingError, match="epoch_007.pt"):
+        training.load_epoch(result.folder, 7)
+    assert all(h["pseudo_loss"] >= 0 for h in result.history) and result.checkpoint_rule == "pseudo_loss"
 
 
 def test_lut_head_trains_and_reloads(tiny_dataset, run):
@@ -213,5 +325,7 @@ def test_result_json_records_settings_and_history(tiny_dataset, run):
     saved = json.loads((result.folder / training.RESULT).read_text())
     assert saved["settings"]["train"]["lr"] == cfg.train.lr and saved["settings"]["seed"] == cfg.seed
     assert [h["epoch"] for h in saved["history"]] == [0, 1]
+    assert saved["checkpoint_rule"] == "pseudo_loss" and result.summary()["checkpoint_rule"] == "pseudo_loss"
+    assert {"colour_distance", "structure", "pseudo_loss"} <= set(result.summary()["best"])
     assert (result.folder / "samples" / "epoch_001.png").is_file()
     assert result.summary()["parameters"] == 7055
