@@ -34,11 +34,11 @@ def _prepare_weights(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .data import format_report, validate_dataset
+    from .data import errors, format_report, validate_dataset
 
     problems = validate_dataset(args.root, check_values=not args.quick)
     print(format_report(args.root, problems))
-    return 1 if problems else 0
+    return 1 if errors(problems) else 0
 
 
 def _run_series(args: argparse.Namespace) -> int:

@@ -68,7 +68,7 @@ from tqdm.auto import tqdm
 
 from .artifacts import atomic_save_npy, atomic_write_json, sha256_file
 from .config import PreprocessConfig, resolve_device
-from .data import ChallengeDataset, Patch, open_dataset, read_raw
+from .data import ChallengeDataset, Patch, open_dataset, read_raw, require_regular_file
 
 DEMOSAICKERS = ("demosaicnet", "bilinear", "malvar")
 DENOISERS = ("ffdnet", "bilateral", "none")
@@ -510,6 +510,15 @@ def _read_index(path: Path) -> dict:
     return entries if isinstance(entries, dict) else {}
 
 
+def _drop_stale(entries: dict, current: set[str], out_dir: str | Path, split: str) -> bool:
+    """Remove the entries (and stored outputs) of patches that are no longer inputs; whether any were."""
+    stale = [pid for pid in entries if pid not in current]
+    for pid in stale:
+        output_path(out_dir, split, pid).unlink(missing_ok=True)
+        del entries[pid]
+    return bool(stale)
+
+
 def preprocess_split(source: str | Path | ChallengeDataset | Iterable[Patch], split: str,
                      out_dir: str | Path, cfg: PreprocessConfig | None = None,
                      device: str | torch.device = "cpu", progress: bool = True) -> PreprocessSummary:
@@ -522,7 +531,8 @@ def preprocess_split(source: str | Path | ChallengeDataset | Iterable[Patch], sp
     cache key (sha256 of the input file and of :func:`pipeline_settings`) and the
     output's sha256. A patch whose key matches and whose output is intact is
     reused, so a killed run resumes where it stopped and a changed input or
-    setting is recomputed.
+    setting is recomputed. The index describes the inputs of this call only:
+    outputs of patches that are no longer there are deleted with their entries.
     """
     cfg = cfg or PreprocessConfig()
     if cfg.batch_size < 1:
@@ -536,7 +546,9 @@ def preprocess_split(source: str | Path | ChallengeDataset | Iterable[Patch], sp
 
     pending: dict[tuple[int, int], list[tuple[Patch, str]]] = defaultdict(list)
     reused = 0
-    for patch in _split_patches(source, split):
+    patches = _split_patches(source, split)
+    for patch in patches:
+        require_regular_file(patch.path)  # hashing a FIFO or /dev/zero would never end
         key = _cache_key(sha256_file(patch.path), settings_sha)
         entry = entries.get(patch.id, {})
         out_path = output_path(out_dir, split, patch.id)
@@ -545,6 +557,8 @@ def preprocess_split(source: str | Path | ChallengeDataset | Iterable[Patch], sp
             continue
         shape = read_raw(patch.path, check_values=False).shape[:2]
         pending[shape].append((patch, key))
+    if _drop_stale(entries, {p.id for p in patches}, out_dir, split):
+        atomic_write_json(index_path, {"settings": settings, "settings_sha256": settings_sha, "entries": entries})
 
     batches = [group[i:i + cfg.batch_size] for _, group in sorted(pending.items())
                for i in range(0, len(group), cfg.batch_size)]
