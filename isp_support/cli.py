@@ -69,7 +69,7 @@ def _predict(args: argparse.Namespace) -> int:
     from .inference import Predictor, export_folder
 
     predictor = Predictor(args.checkpoint, device=args.device, profile=args.profile, tile=args.tile,
-                          batch_size=args.batch)
+                          batch_size=args.batch, preprocess_from=args.preprocess_from)
     print(f"[predict] {args.checkpoint} on {predictor.device}; pre-processing from {predictor.config_source}")
     written = export_folder(predictor, args.input, args.output, camera_wb=args.camera_wb, overwrite=args.overwrite)
     print(f"[predict] wrote {len(written)} PNG(s) to {Path(args.output).resolve()}")
@@ -114,14 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint", help="a trained network: RUN_DIR/train/<name>/best.pt")
     p.add_argument("input", help="a folder of <scene>_<idx>.npy patches and/or camera RAW files, or one file")
     p.add_argument("output", help="folder for <scene>_<idx>.png (8-bit, rounded)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--profile", default=None,
-                   help="take pre-processing settings from this profile (default: the checkpoint's run.json)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--profile", default=None,
+                        help="take the pre-processing settings from this profile's defaults (default: the ones the "
+                             "checkpoint records; needed for checkpoints that record none)")
+    source.add_argument("--preprocess-from", metavar="RUN_JSON", default=None,
+                        help="take the pre-processing settings from this run record (RUN_DIR/run.json)")
     p.add_argument("--tile", type=_tile, default="auto",
                    help="tile side in RGB pixels for whole images; 0: one pass; auto (default): fastest for the device")
-    p.add_argument("--batch", type=int, default=16, help="patches per batch")
+    p.add_argument("--batch", type=int, default=16, help="patches per batch (at least 1)")
     p.add_argument("--camera-wb", action="store_true", help="camera RAW files: use the as-shot white balance")
-    p.add_argument("--overwrite", action="store_true", help="replace earlier outputs in OUTPUT")
+    p.add_argument("--overwrite", action="store_true",
+                   help="render every input again and delete OUTPUT's outputs of other checkpoints or settings")
     p.set_defaults(func=_predict)
 
     args = parser.parse_args(argv)

@@ -12,7 +12,9 @@
   packed into the challenge's R, Gr, Gb, B planes with its own black and white levels.
 * :class:`Predictor` and :func:`export_folder`: the ``isp-support predict`` entry point: a
   folder of challenge RAW patches (``<scene>_<idx>.npy``) in, ``<scene>_<idx>.png`` out, and
-  camera RAW files in, full renderings out.
+  camera RAW files in, full renderings out. The pre-processing settings come from the checkpoint
+  or an explicit profile or ``run.json``; ``predict.json`` records each output with the checksums
+  of its input, its checkpoint and itself, so only verified outputs are ever kept.
 """
 
 from __future__ import annotations
@@ -20,20 +22,21 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .artifacts import atomic_write_bytes, atomic_write_json, sha256_file
-from .config import Config, PreprocessConfig, config_from_dict, load_config, resolve_device
-from .data import UnreadableFileError, read_raw
-from .raw import RawPipeline, pipeline_settings
+from .artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from .config import ConfigError, PreprocessConfig, config_from_dict, load_config, resolve_device
+from .data import DataError, UnreadableFileError, read_raw, require_regular_file
+from .raw import FFDNetUnavailableError, RawPipeline, RawPipelineError, pipeline_settings
 
-__all__ = ["CAMERA_RAW_SUFFIXES", "PIPELINE_CONTEXT", "PIPELINE_TILE", "Predictor", "export_folder", "network_tile",
-           "predict", "read_camera_raw", "render", "save_png", "tiled", "to_uint8"]
+__all__ = ["CAMERA_RAW_SUFFIXES", "PIPELINE_CONTEXT", "PIPELINE_TILE", "PredictError", "Predictor", "export_folder",
+           "network_tile", "predict", "read_camera_raw", "render", "save_png", "tiled", "to_uint8"]
 
 CAMERA_RAW_SUFFIXES = (".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw")
 PIPELINE_CONTEXT = 32
@@ -45,6 +48,11 @@ AUTO_TILE = {"cpu": 128, "cuda": 2048}
 tiles whose activations fit the cache: 128 px tiles render a megapixel about 4x faster than one
 pass on 2 EPYC cores (``benchmarks/bench_all.py`` prints both). On a GPU, large tiles bound memory."""
 MANIFEST = "predict.json"
+"""The output folder's record: ``{"complete": bool, "files": {png name: entry}}``, see :func:`export_folder`."""
+RECORD_KEYS = frozenset({"input", "input_sha256", "png_sha256", "checkpoint_sha256", "preprocess", "camera_wb"})
+"""What each entry of :data:`MANIFEST` holds."""
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+"""The devices :class:`Predictor` accepts."""
 
 
 # --- the network ----------------------------------------------------------------------------------------
@@ -124,13 +132,17 @@ def to_uint8(rgb: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def save_png(path: str | Path, rgb: torch.Tensor | np.ndarray) -> Path:
-    """Write an RGB image (see :func:`to_uint8`) as an 8-bit PNG, atomically."""
+def _png_bytes(rgb: torch.Tensor | np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(to_uint8(rgb)).save(buf, format="PNG")
-    return atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_png(path: str | Path, rgb: torch.Tensor | np.ndarray) -> Path:
+    """Write an RGB image (see :func:`to_uint8`) as an 8-bit PNG, atomically."""
+    return atomic_write_bytes(path, _png_bytes(rgb))
 
 
 # --- camera RAW files ----------------------------------------------------------------------------------
@@ -177,44 +189,105 @@ def read_camera_raw(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
 
 # --- the entry point -------------------------------------------------------------------------------------
 
-def _run_config(checkpoint: Path, profile: str | None) -> tuple[Config, str]:
-    """The config a checkpoint was trained under: ``run.json`` of its run directory, else the profile's."""
-    parents = checkpoint.resolve().parents
-    record = parents[2] / "run.json" if len(parents) > 2 else None
-    if profile is None and record is not None and record.is_file():
-        return config_from_dict(json.loads(record.read_text())["config"]), str(record)
-    cfg = load_config(profile)
-    return cfg, f"profile {cfg.profile!r} defaults"
+class PredictError(DataError):
+    """``predict`` cannot use a file or folder: pre-processing settings it cannot take, inputs whose outputs
+    would share a name, or an output record it cannot check."""
+
+
+def _device(device: str) -> str:
+    """``device`` resolved by :func:`isp_support.config.resolve_device`; anything but auto, cpu, cuda and a
+    visible cuda:N is refused."""
+    if not isinstance(device, str) or not DEVICE.fullmatch(device):
+        raise ConfigError(f"unknown device {device!r}; expected one of auto, cpu, cuda, cuda:N")
+    resolved = resolve_device(device)
+    if resolved.startswith("cuda:") and int(resolved[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return resolved
+
+
+def _run_record_preprocess(path: Path) -> Any:
+    """The ``config.preprocess`` entry of a run's ``run.json``."""
+    if not path.is_file():
+        raise UnreadableFileError(path, "file does not exist")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UnreadableFileError(path, f"not JSON: {exc}") from None
+    config = record.get("config") if isinstance(record, dict) else None
+    if not isinstance(config, dict) or "preprocess" not in config:
+        raise PredictError(path, "not a run record with pre-processing settings (no config.preprocess entry)")
+    return config["preprocess"]
+
+
+def _preprocess_config(data: Any, path: Path) -> PreprocessConfig:
+    """``data`` (read from ``path``) as a :class:`PreprocessConfig`: every field present, each type-checked by
+    :func:`isp_support.config.config_from_dict`."""
+    if not isinstance(data, dict):
+        raise PredictError(path, f"pre-processing settings {data!r} are not a mapping of PreprocessConfig fields")
+    missing = [f.name for f in dataclasses.fields(PreprocessConfig) if f.name not in data]
+    if missing:
+        raise PredictError(path, f"pre-processing settings lack {', '.join(missing)}")
+    try:
+        return config_from_dict({"preprocess": data}).preprocess
+    except ConfigError as exc:
+        raise PredictError(path, f"bad pre-processing settings: {exc}") from None
+
+
+def _preprocess(checkpoint: Path, recorded: Any, profile: str | None,
+                preprocess_from: str | Path | None) -> tuple[PreprocessConfig, str]:
+    """The pre-processing settings and where they came from: the run record ``preprocess_from`` or
+    ``profile``'s defaults when one is given, else the checkpoint's ``recorded`` ones."""
+    if profile is not None and preprocess_from is not None:
+        raise ConfigError("take the pre-processing settings from either a profile or a run.json, not both")
+    if preprocess_from is not None:
+        path = Path(preprocess_from)
+        return _preprocess_config(_run_record_preprocess(path), path), f"run record {path}"
+    if profile is not None:
+        return load_config(profile).preprocess, f"profile {profile!r} defaults"
+    if recorded is None:
+        raise PredictError(checkpoint, "records no pre-processing settings (it was written before checkpoints held "
+                                       "them); give the ones it was trained behind: --profile NAME or "
+                                       "--preprocess-from RUN_DIR/run.json (Predictor's profile= or preprocess_from=)")
+    return _preprocess_config(recorded, checkpoint), f"the checkpoint {checkpoint}"
 
 
 class Predictor:
     """A trained network with the pre-processing it was trained behind.
 
-    ``checkpoint``: a ``best.pt`` of :func:`isp_support.training.train`. The pre-processing
-    settings come from the ``run.json`` of the run directory holding it
-    (``RUN_DIR/train/<name>/best.pt``), or from ``profile``'s defaults when given or when
-    there is no record. ``tile``: tile side (RGB pixels) for whole images; ``"auto"``: the
-    network's :func:`network_tile` and :data:`PIPELINE_TILE` for the pre-processing; ``None``:
-    one pass for both.
+    ``checkpoint``: a ``best.pt`` of :func:`isp_support.training.train`, which records the pre-processing
+    settings the network was trained behind. ``preprocess_from`` (a run's ``run.json``) or ``profile``
+    (its defaults) replaces them; one of the two is needed for checkpoints written before they recorded
+    them. No other file is read; :attr:`config_source` says where the settings came from. Bad settings, a
+    ``batch_size`` below 1 and a ``device`` other than auto, cpu, cuda or cuda:N are named errors here.
+    ``tile``: tile side (RGB pixels) for whole images; ``"auto"``: the network's :func:`network_tile` and
+    :data:`PIPELINE_TILE` for the pre-processing; ``None``: one pass for both.
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", profile: str | None = None,
-                 tile: int | str | None = "auto", batch_size: int = 16):
-        from .training import load_model
+                 tile: int | str | None = "auto", batch_size: int = 16, preprocess_from: str | Path | None = None):
+        from .training import read_checkpoint
 
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch size (--batch) must be a positive number of patches, got {batch_size!r}")
+        self.device = _device(device)
         self.checkpoint = Path(checkpoint)
-        self.device = resolve_device(device)
-        self.model = load_model(self.checkpoint, self.device)
-        self.cfg, self.config_source = _run_config(self.checkpoint, profile)
-        self.preprocess: PreprocessConfig = self.cfg.preprocess
+        model, state = read_checkpoint(self.checkpoint)
+        self.model = model.to(self.device)
+        self.preprocess, self.config_source = _preprocess(self.checkpoint, state.get("preprocess"), profile,
+                                                          preprocess_from)
         self.tile = tile
         self.batch_size = batch_size
         self._pipes: dict[tuple[float, float], RawPipeline] = {}
+        self._pipe(self.preprocess.black_level, self.preprocess.white_level)  # bad settings fail now, not mid-export
 
     def _pipe(self, black: float, white: float) -> RawPipeline:
         if (black, white) not in self._pipes:
             cfg = dataclasses.replace(self.preprocess, black_level=black, white_level=white)
-            self._pipes[(black, white)] = RawPipeline(cfg, self.device)
+            try:
+                self._pipes[(black, white)] = RawPipeline(cfg, self.device)
+            except (RawPipelineError, FFDNetUnavailableError) as exc:
+                raise PredictError(self.checkpoint, f"cannot pre-process with the settings from "
+                                                    f"{self.config_source}: {exc}") from None
         return self._pipes[(black, white)]
 
     def settings(self) -> dict[str, Any]:
@@ -244,49 +317,123 @@ class Predictor:
         return render(self.model, rgb[0], self.device, self.tile), info
 
 
-def export_folder(predictor: Predictor, source: str | Path, out_dir: str | Path, camera_wb: bool = False,
-                  overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> list[Path]:
-    """The ``predict`` entry point: RAW in, 8-bit PNGs ``<stem>.png`` in ``out_dir`` out.
-
-    ``source`` is a folder (its challenge patches ``*.npy`` and camera RAW files) or one file.
-    Patches of equal size are pre-processed and rendered in batches. ``out_dir/predict.json``
-    records the checkpoint and settings; a second call with the same ones skips the PNGs that
-    exist (a killed export resumes), one with other settings is refused unless ``overwrite``.
-    """
-    from tqdm.auto import tqdm
-
-    source, out_dir = Path(source), Path(out_dir)
+def _inputs(source: Path) -> dict[str, Path]:
+    """The RAW inputs of ``source`` (a folder or one file) by output name ``<stem>.png``; inputs whose outputs
+    would share a name are refused."""
     if not source.exists():
         raise UnreadableFileError(source, "no such file or folder")
     files = sorted(source.iterdir()) if source.is_dir() else [source]
-    patches = [f for f in files if f.suffix.lower() == ".npy"]
-    cameras = [f for f in files if f.suffix.lower() in CAMERA_RAW_SUFFIXES]
-    if not patches and not cameras:
+    raws = [f for f in files if f.suffix.lower() in (".npy", *CAMERA_RAW_SUFFIXES)]
+    for f in raws:
+        require_regular_file(f)  # hashing a FIFO or a link to /dev/zero would never end
+    if not raws:
         raise UnreadableFileError(source, f"no RAW input: expected .npy patches or camera RAW files "
                                           f"({', '.join(CAMERA_RAW_SUFFIXES)})")
-    settings = predictor.settings() | {"camera_wb": camera_wb}
-    manifest = out_dir / MANIFEST
-    if manifest.is_file() and not overwrite:
-        previous = json.loads(manifest.read_text())
-        if previous != settings:
-            raise FileExistsError(f"{out_dir} holds predictions of another checkpoint or settings "
-                                  f"({manifest}); choose another folder or pass overwrite")
-    atomic_write_json(manifest, settings)
-    todo = [f for f in patches + cameras if overwrite or not (out_dir / f"{f.stem}.png").is_file()]
-    if len(todo) < len(patches) + len(cameras):
-        log(f"[predict] {len(patches) + len(cameras) - len(todo)} outputs already in {out_dir}; skipping them")
-    written = []
-    by_shape: dict[tuple[int, ...], list[tuple[Path, np.ndarray]]] = {}
-    for f in tqdm([f for f in todo if f in patches], desc="read patches", disable=not progress):
+    by_name: dict[str, list[Path]] = {}
+    for f in raws:
+        by_name.setdefault(f"{f.stem}.png", []).append(f)
+    clashes = [f"{' and '.join(f.name for f in fs)} -> {name}" for name, fs in by_name.items() if len(fs) > 1]
+    if clashes:
+        raise PredictError(source, f"inputs would share an output name ({'; '.join(clashes)}); rename or move "
+                                   f"all but one of each")
+    return {name: fs[0] for name, fs in by_name.items()}
+
+
+def _read_record(path: Path, overwrite: bool) -> dict[str, dict[str, Any]]:
+    """The file entries of an output folder's record; none without one. A record this version cannot check
+    is refused, or with ``overwrite`` ignored."""
+    if not path.is_file():
+        return {}
+    try:
+        files = json.loads(path.read_text(encoding="utf-8"))["files"]
+        if all(Path(name).name == name and name.endswith(".png") and isinstance(entry, dict)
+               and RECORD_KEYS <= entry.keys() for name, entry in files.items()):
+            return files
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    if overwrite:
+        return {}
+    raise PredictError(path, "not an output record of this version of isp-support predict (unreadable, or without "
+                             "per-file checksums), so the PNGs beside it cannot be checked; choose another folder "
+                             "or pass overwrite")
+
+
+def _intact(out_dir: Path, entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The entries whose PNG is in ``out_dir`` with the recorded sha256."""
+    return {name: entry for name, entry in entries.items()
+            if (out_dir / name).is_file() and sha256_file(out_dir / name) == entry["png_sha256"]}
+
+
+def _write_record(out_dir: Path, entries: dict[str, dict[str, Any]], complete: bool) -> None:
+    atomic_write_json(out_dir / MANIFEST, {"complete": complete, "files": entries})
+
+
+def _renderings(predictor: Predictor, todo: dict[str, Path], camera_wb: bool,
+                progress: bool) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """``(output name, rendering)`` of ``todo`` (output name -> input): a list per batch of patches of one
+    size, then one per camera RAW file. Every patch is read, and so checked, before the first is rendered."""
+    from tqdm.auto import tqdm
+
+    by_shape: dict[tuple[int, ...], list[tuple[str, np.ndarray]]] = {}
+    for name, f in tqdm([(n, f) for n, f in todo.items() if f.suffix.lower() == ".npy"], desc="read patches",
+                        disable=not progress):
         arr = read_raw(f)
-        by_shape.setdefault(arr.shape, []).append((f, arr))
+        by_shape.setdefault(arr.shape, []).append((name, arr))
     for group in by_shape.values():
         for i in tqdm(range(0, len(group), predictor.batch_size), desc="render patches", disable=not progress):
             chunk = group[i:i + predictor.batch_size]
-            for (f, _), rgb in zip(chunk, predictor.patches(np.stack([a for _, a in chunk]))):
-                written.append(save_png(out_dir / f"{f.stem}.png", rgb))
-    for f in tqdm([f for f in todo if f in cameras], desc="render RAW files", disable=not progress):
-        rgb, _ = predictor.camera_raw(f, camera_wb)
-        written.append(save_png(out_dir / f"{f.stem}.png", rgb))
-    return written
+            yield list(zip([n for n, _ in chunk], predictor.patches(np.stack([a for _, a in chunk]))))
+    for name, f in tqdm([(n, f) for n, f in todo.items() if f.suffix.lower() != ".npy"], desc="render RAW files",
+                        disable=not progress):
+        yield [(name, predictor.camera_raw(f, camera_wb)[0])]
 
+
+def export_folder(predictor: Predictor, source: str | Path, out_dir: str | Path, camera_wb: bool = False,
+                  overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> list[Path]:
+    """The ``predict`` entry point: RAW in, 8-bit PNGs ``<stem>.png`` in ``out_dir`` out; returns the PNGs written.
+
+    ``source`` is a folder (its challenge patches ``*.npy`` and camera RAW files) or one file. Inputs
+    whose outputs would share a name (``x.npy`` and ``x.dng``) are refused with a :class:`PredictError`
+    listing them. Patches of equal size are pre-processed and rendered in batches.
+
+    ``out_dir/predict.json`` names every PNG of the folder with the checkpoint's sha256, the settings, the
+    sha256 of its input and its own sha256. It is rewritten atomically after each batch of PNGs is on disk
+    (``"complete": false``) and once more at the end (``true``), so a failed run leaves no entry for what
+    it did not write. A PNG is kept only while its entry matches its input, the settings and its bytes (a
+    killed export resumes); any other PNG of an input's name is rendered again, and PNGs the record does
+    not name are never trusted. A folder holding outputs of another checkpoint or settings, or a record
+    this version cannot check, is refused unless ``overwrite``: that renders every input again and then
+    deletes the outputs of other checkpoints or settings it did not replace, so the folder holds this
+    checkpoint's outputs alone (outputs of the same checkpoint and settings from other inputs stay).
+    """
+    source, out_dir = Path(source), Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PredictError(out_dir, "the output folder is an existing file")
+    inputs = _inputs(source)
+    settings = predictor.settings() | {"camera_wb": camera_wb}
+    entries = _intact(out_dir, _read_record(out_dir / MANIFEST, overwrite))
+    stale = {name for name, entry in entries.items() if {k: entry[k] for k in settings} != settings}
+    if stale and not overwrite:
+        raise FileExistsError(f"{out_dir} holds predictions of another checkpoint or settings "
+                              f"({out_dir / MANIFEST}); choose another folder or pass overwrite")
+    sums = {name: sha256_file(f) for name, f in inputs.items()}
+    todo = {name: f for name, f in inputs.items()
+            if overwrite or entries.get(name, {}).get("input_sha256") != sums[name]}
+    if len(todo) < len(inputs):
+        log(f"[predict] {len(inputs) - len(todo)} outputs already in {out_dir}; skipping them")
+    written = []
+    for batch in _renderings(predictor, todo, camera_wb, progress):
+        for name, rgb in batch:
+            png = _png_bytes(rgb)
+            written.append(atomic_write_bytes(out_dir / name, png))
+            entries[name] = settings | {"input": str(inputs[name].resolve()), "input_sha256": sums[name],
+                                        "png_sha256": sha256_bytes(png)}
+        _write_record(out_dir, entries, complete=False)
+    replaced = stale - set(todo)  # overwrite: outputs of other checkpoints or settings not rendered again
+    for name in replaced:
+        (out_dir / name).unlink(missing_ok=True)
+        del entries[name]
+    if replaced:
+        log(f"[predict] removed {len(replaced)} outputs of another checkpoint or settings from {out_dir}")
+    _write_record(out_dir, entries, complete=True)
+    return written

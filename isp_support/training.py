@@ -49,6 +49,8 @@ import dataclasses
 import io
 import json
 import math
+import pickle
+import re
 import shutil
 import sys
 import time
@@ -65,7 +67,7 @@ from tqdm.auto import tqdm
 
 from . import losses
 from .artifacts import atomic_write_bytes, atomic_write_json, sha256_file
-from .config import Config
+from .config import Config, PreprocessConfig
 from .data import open_dataset, read_rgb
 from .matching import PairGraph
 from .metrics import SlicedReference, structure_fidelity, ssim_luma, yuv_pixels
@@ -74,7 +76,7 @@ from .raw import output_path
 
 __all__ = ["CHECKPOINT_RULES", "PAIRINGS", "HeldOutLoss", "PairSource", "TrainResult", "TrainingError", "Validator",
            "checkpoint_rule", "epoch_models", "epoch_plan", "kept_epoch", "load_epoch", "load_model", "loss_weights",
-           "pair_source", "train"]
+           "pair_source", "read_checkpoint", "train"]
 
 PAIRINGS = ("ot", "ot_paper", "unbalanced", "knn", "random", "paired")
 CHECKPOINT_RULES = ("auto", "pseudo_loss", "paired_loss", "colour_distance")
@@ -382,26 +384,66 @@ def _to_bytes(obj: Any) -> bytes:
     return buf.getvalue()
 
 
-def _load(path: Path) -> dict[str, Any]:
+def _load(path: Path, remedy: str = "delete it to retrain from the previous one") -> Any:
+    """A checkpoint's contents, weights-only (pickled objects are refused, never run); ``remedy`` ends the
+    message when the file is damaged. Torch's own advice to load with ``weights_only=False`` is not passed on."""
+    if not path.is_file():
+        raise TrainingError(f"{path}: checkpoint does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, pickle errors, EOFError, zipfile errors ...
-        raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); delete it to retrain "
-                            f"from the previous one") from exc
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+        what = f"it holds a pickled {found[1]}" if found else "not a file torch.save wrote"
+        raise TrainingError(f"{path}: not a weights-only checkpoint of this package ({what}); pickled objects are "
+                            f"refused") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, zipfile errors ...
+        detail = " ".join(str(exc).split()) or "empty or truncated"
+        raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {detail}); {remedy}") from None
+
+
+_MODEL_ARG_LIMITS = {"hidden": 4096, "lut_size": 129}
+"""Largest ColourNet sizes a checkpoint may ask for (far above the 7K network's 128 and 33)."""
+
+
+def read_checkpoint(path: str | Path) -> tuple[ColourNet, dict[str, Any]]:
+    """The colour network of ``best.pt`` or ``epochs/epoch_<e>.pt`` (on the CPU, in eval mode) and the
+    checkpoint's entries (``model``, ``model_args``, ``epoch``, ``figures``, ``preprocess``: see
+    :func:`_weights_bytes`). Anything else, a bare state dict included, is a :class:`TrainingError`."""
+    path = Path(path)
+    state = _load(path, "it is damaged: train it again or pass another checkpoint")
+    if not isinstance(state, dict) or not {"model", "model_args"} <= state.keys():
+        found = sorted(map(str, state))[:4] if isinstance(state, dict) else type(state).__name__
+        raise TrainingError(f"{path}: not a network checkpoint of this package (a bare state dict? it needs "
+                            f"'model' and 'model_args' entries; found {found}); use a best.pt of training.train")
+    args = state["model_args"]
+    if not isinstance(args, dict) or not isinstance(state["model"], dict):
+        raise TrainingError(f"{path}: model_args {args!r} and model must be mappings (keyword arguments of "
+                            f"ColourNet and its state dict)")
+    too_big = {k: v for k, v in args.items() if k in _MODEL_ARG_LIMITS and not (
+        isinstance(v, int) and 1 <= v <= _MODEL_ARG_LIMITS[k])}
+    if too_big:
+        raise TrainingError(f"{path}: model_args {too_big} out of range (allowed: 1..{_MODEL_ARG_LIMITS}), "
+                            f"refused before any allocation")
+    try:
+        model = ColourNet(**args)
+        model.load_state_dict(state["model"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TrainingError(f"{path}: model_args {args} and the saved weights do not make a ColourNet: "
+                            f"{' '.join(str(exc).split())}") from None
+    return model.eval(), state
 
 
 def load_model(path: str | Path, device: str = "cpu") -> ColourNet:
     """The colour network saved in ``best.pt`` or ``epochs/epoch_<e>.pt`` (weights only, no unpickling)."""
-    state = _load(Path(path))
-    model = ColourNet(**state["model_args"])
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
+    return read_checkpoint(path)[0].to(device)
 
 
-def _weights_bytes(model: torch.nn.Module, model_args: dict[str, Any], epoch: int,
-                   figures: dict[str, float]) -> bytes:
-    """The format of ``best.pt`` and ``epochs/epoch_<e>.pt``."""
-    return _to_bytes({"model": model.state_dict(), "model_args": model_args, "epoch": epoch, "figures": figures})
+def _weights_bytes(model: torch.nn.Module, model_args: dict[str, Any], epoch: int, figures: dict[str, float],
+                   preprocess: PreprocessConfig | None = None) -> bytes:
+    """The format of ``best.pt`` and ``epochs/epoch_<e>.pt``; ``preprocess``: the pre-processing the network
+    was trained behind, as a plain dict (``None``: not known)."""
+    return _to_bytes({"model": model.state_dict(), "model_args": model_args, "epoch": epoch, "figures": figures,
+                      "preprocess": None if preprocess is None else dataclasses.asdict(preprocess)})
 
 
 def load_epoch(folder: str | Path, epoch: int, device: str = "cpu") -> ColourNet:
@@ -603,7 +645,7 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
         figures, preds = validator.evaluate(eval_model(), device)
         history.append({"epoch": 0, **figures, "loss": None, "terms": {}, "skipped": 0, "seconds": 0.0})
         _save_samples(folder, 0, validator.inputs[validator.sample_idx], preds)
-        blob = _weights_bytes(eval_model(), model_args, 0, figures)
+        blob = _weights_bytes(eval_model(), model_args, 0, figures, cfg.preprocess)
         atomic_write_bytes(folder / EPOCHS / "epoch_000.pt", blob)
         atomic_write_bytes(folder / BEST, blob)
     best_epoch = kept_epoch(history, rule, tc.min_structure)
@@ -657,7 +699,7 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
             log(f"[train] {name} epoch {epoch}: skipped {epoch_skipped} step(s) with a non-finite loss")
         history.append(record)
         _save_samples(folder, epoch, validator.inputs[validator.sample_idx], preds)
-        blob = _weights_bytes(eval_model(), model_args, epoch, figures)
+        blob = _weights_bytes(eval_model(), model_args, epoch, figures, cfg.preprocess)
         atomic_write_bytes(folder / EPOCHS / f"epoch_{epoch:03d}.pt", blob)
         best_epoch = kept_epoch(history, rule, tc.min_structure)
         if best_epoch == epoch:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from PIL import Image
 
 from isp_support import inference
 from isp_support.cli import main
-from isp_support.config import load_config
+from isp_support.config import PreprocessConfig, load_config
 from isp_support.data import DataError
 from isp_support.models import ColourNet
 from isp_support.raw import RawPipeline
@@ -150,19 +150,27 @@ def test_read_camera_raw_names_a_bad_file(tmp_path):
 
 # --- the predict entry point --------------------------------------------------------------------------------
 
-@pytest.fixture()
-def checkpoint(tmp_path):
-    """A trained-network file in a run directory whose run.json asks for fast pre-processing."""
-    run = tmp_path / "run"
-    cfg = load_config("tiny", overrides={"preprocess.demosaicker": "bilinear", "preprocess.denoiser": "none"})
-    (run / "train" / "net").mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"config": cfg.to_dict()}))
-    path = run / "train" / "net" / "best.pt"
-    torch.save({"model": _net().state_dict(), "model_args": {"hidden": 128, "head": "1x1"}}, path)
+FAST = PreprocessConfig(demosaicker="bilinear", denoiser="none")
+"""Pre-processing that needs no model weights."""
+
+
+def save_checkpoint(path, seed: int = 0, preprocess: PreprocessConfig | None = FAST, **entries):
+    """A ``best.pt`` as :func:`isp_support.training.train` writes it (``preprocess=None``: one written before
+    checkpoints recorded their pre-processing); ``entries`` are added or replace the standard ones."""
+    state = {"model": _net(seed=seed).state_dict(), "model_args": {"hidden": 128, "head": "1x1"}, "epoch": 0,
+             "figures": {}, "preprocess": None if preprocess is None else dataclasses.asdict(preprocess)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state | entries, path)
     return path
 
 
-def test_predict_folder_of_patches(tmp_path, checkpoint):
+@pytest.fixture()
+def checkpoint(tmp_path):
+    """A trained-network file that records fast pre-processing."""
+    return save_checkpoint(tmp_path / "run" / "train" / "net" / "best.pt")
+
+
+def test_predict_folder_of_patches(tmp_path, checkpoint, capsys):
     rng = np.random.default_rng(2)
     src = tmp_path / "raws"
     src.mkdir()
@@ -173,7 +181,7 @@ def test_predict_folder_of_patches(tmp_path, checkpoint):
     out = tmp_path / "pngs"
     assert main(["predict", str(checkpoint), str(src), str(out), "--device", "cpu"]) == 0
     predictor = inference.Predictor(checkpoint, device="cpu")
-    assert predictor.preprocess.demosaicker == "bilinear"  # read from the run's run.json
+    assert predictor.preprocess == FAST  # recorded in the checkpoint
     for name, arr in raws.items():
         png = np.asarray(Image.open(out / f"{name}.png"))
         assert png.dtype == np.uint8 and png.shape == (2 * arr.shape[0], 2 * arr.shape[1], 3)
@@ -183,8 +191,9 @@ def test_predict_folder_of_patches(tmp_path, checkpoint):
     stamp = (out / "scene_1.png").stat().st_mtime_ns
     assert main(["predict", str(checkpoint), str(src), str(out), "--device", "cpu"]) == 0
     assert (out / "scene_1.png").stat().st_mtime_ns == stamp
-    torch.save({"model": _net(seed=5).state_dict(), "model_args": {"hidden": 128, "head": "1x1"}}, checkpoint)
+    save_checkpoint(checkpoint, seed=5)
     assert main(["predict", str(checkpoint), str(src), str(out), "--device", "cpu"]) == 2
+    assert "another checkpoint or settings" in capsys.readouterr().err
 
 
 def test_predict_names_a_corrupt_patch(tmp_path, checkpoint):
@@ -193,8 +202,10 @@ def test_predict_names_a_corrupt_patch(tmp_path, checkpoint):
     np.save(src / "s_1.npy", np.zeros((8, 8, 3), np.uint16))
     with pytest.raises(DataError, match="s_1.npy"):
         inference.export_folder(inference.Predictor(checkpoint, device="cpu"), src, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()  # nothing written before every patch was read
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no RAW input"):
-        inference.export_folder(inference.Predictor(checkpoint, device="cpu"), tmp_path / "out", tmp_path / "o2")
+        inference.export_folder(inference.Predictor(checkpoint, device="cpu"), tmp_path / "empty", tmp_path / "o2")
 
 
 def test_predict_renders_a_dng(tmp_path, checkpoint):
