@@ -162,6 +162,25 @@ def test_extract_handles_layouts_the_demo_builder_never_makes(tmp_path):
         np.testing.assert_allclose(out[list(shapes).index(k)], describe(x)[0].numpy(), rtol=1e-5)
 
 
+def test_extract_handles_every_grid_the_layout_allows(tmp_path):
+    """Scenes of 14, 35 or 42 patches in every grid they factor into, at three patch sizes, in one call."""
+    grids = [(r, n // r) for n in (14, 35, 42) for r in range(1, n + 1) if n % r == 0]
+    shapes = [(r * p, c * p) for r, c in grids for p in (8, 12, 16)]
+    rng = np.random.default_rng(1)
+    arrays = [rng.random((*hw, 3), dtype=np.float32) for hw in shapes]
+    items = [features.Item(str(i), str(i), hw, lambda i=i: arrays[i]) for i, hw in enumerate(shapes)]
+
+    def describe(x):
+        return F.max_pool2d(x, 2 ** 5).mean(dim=(2, 3))
+
+    out = features.extract(items, describe, features.FeatureCache(tmp_path), "s",
+                           lambda hw: features.fitted_size(*hw, 112), 8, "cpu", progress=False)
+    assert out.shape == (len(shapes), 3) and np.isfinite(out).all()
+    for i in (0, len(shapes) // 2, len(shapes) - 1):
+        x = features.resize(torch.from_numpy(arrays[i]).permute(2, 0, 1)[None], features.fitted_size(*shapes[i], 112))
+        np.testing.assert_allclose(out[i], describe(x)[0].numpy(), rtol=1e-5)
+
+
 def _scene_items(arrays):
     """Items for matching_descriptors: each array is a scene (image) and also its only patch ``<scene>_0``."""
     items = {f"{side}_{level}": [] for side in ("source", "target") for level in ("images", "patches")}
