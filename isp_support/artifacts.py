@@ -16,6 +16,27 @@ from typing import Any
 import numpy as np
 
 
+_PROC_STATUS = "/proc/self/status"
+
+
+def current_umask() -> int:
+    """The process's umask, read from ``/proc/self/status`` on Linux.
+
+    Elsewhere it is set and put back (``os.umask`` has no read-only form): a thread
+    creating files in between gets them with umask ``0o077``, private rather than open.
+    """
+    try:
+        with open(_PROC_STATUS, encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -30,12 +51,17 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place."""
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place.
+
+    The file gets the mode a plain ``open(path, "w")`` gives a new file (``0o666`` less the umask),
+    not the temporary file's ``0o600``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.chmod(tmp, 0o666 & ~current_umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -64,7 +90,8 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False) -> Itera
 
     A crash inside the ``with`` block leaves ``final`` untouched (and the temporary
     folder removed). With ``overwrite`` an existing ``final`` is replaced only after
-    the new one is complete.
+    the new one is complete. The folder gets the mode a plain ``os.mkdir`` gives
+    (``0o777`` less the umask), not the temporary folder's ``0o700``.
     """
     final = Path(final)
     if final.exists() and not overwrite:
@@ -72,6 +99,7 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False) -> Itera
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())
         yield tmp
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")

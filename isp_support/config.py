@@ -10,14 +10,18 @@ Three profiles:
 Precedence for every notebook parameter: papermill ``-p`` (a non-``None``
 value in the parameters cell), then an environment variable
 (``ISP_PROFILE``, ``ISP_DATA_DIR``, ``ISP_RUN_DIR``, ``ISP_SEED``,
-``ISP_DEVICE``), then the profile's default.
+``ISP_DEVICE``), then the profile's default. :func:`load_config` checks every value
+against its field's type and allowed values (:func:`validate`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +36,28 @@ ENV_VARS = {
     "device": "ISP_DEVICE",
 }
 
+# The names the modules using these fields accept, defined once here (raw, stitch, weights, features,
+# matching and training import them).
+DEMOSAICKERS = ("demosaicnet", "bilinear", "malvar")
+DENOISERS = ("ffdnet", "bilateral", "none")
+STORE_DTYPES = ("float16", "float32")
+SEAM_SCORES = ("normalised", "paper")
+BACKBONES = ("dinov2_vits14", "vgg19", "vgg16_offline")
+CASTS = ("none", "grey_world", "channel_norm")
+MATCH_METHODS = ("ot", "unbalanced", "knn", "random")
+IMAGE_LEVELS = ("paper", "tempered", "candidates", "marginal")
+PAIRINGS = ("ot", "ot_paper", "unbalanced", "knn", "random", "paired")
+CHECKPOINT_RULES = ("auto", "pseudo_loss", "paired_loss", "colour_distance")
+PHOTO_SOURCES = ("wheels", "debian")
+
+SEED_MAX = 2**32 - 1
+"""Largest seed: ``np.random.seed`` (in :func:`isp_support.runs.seed_everything`) takes 0 .. 2**32 - 1."""
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+"""Device names, case-sensitive as torch's are (``torch.device('CPU')`` fails)."""
+
 
 class ConfigError(ValueError):
-    """A configuration value is unknown or of the wrong type."""
+    """A configuration value is unknown, of the wrong type or outside its allowed values."""
 
 
 @dataclass(frozen=True)
@@ -303,7 +326,10 @@ class Config:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> "Config":
-        """Return a copy with top-level or dotted (``"dataset.raw_patch"``) fields changed."""
+        """Return a copy with top-level or dotted (``"dataset.raw_patch"``) fields changed.
+
+        The changed values are type-checked only; :func:`validate` checks their allowed values (the modules
+        that use a setting check it again, so a variant built here fails where it is used)."""
         return _apply_overrides(self, changes)
 
 
@@ -362,28 +388,17 @@ def load_config(
     """Resolve a :class:`Config`: explicit argument, then environment variable, then profile default.
 
     ``overrides`` maps dotted field names (``"dataset.raw_patch"``) to values and
-    is applied last. Values are type-checked against the dataclass fields.
+    is applied last. Every value is checked by :func:`validate` (the paths before
+    they are joined to the project root, so an empty one is refused); an
+    environment variable that is set but blank is refused too.
     """
     env = os.environ if environ is None else environ
     explicit = {"profile": profile, "data_dir": data_dir, "run_dir": run_dir, "seed": seed, "device": device}
-    resolved: dict[str, Any] = {}
-    for name, value in explicit.items():
-        if value is None and env.get(ENV_VARS[name]):
-            value = env[ENV_VARS[name]]
-        if value is not None:
-            resolved[name] = str(value) if isinstance(value, os.PathLike) else value
-    cfg = profile_config(str(resolved.pop("profile", "demo")))
-    if "seed" in resolved:
-        try:
-            resolved["seed"] = int(resolved["seed"])
-        except ValueError as exc:
-            raise ConfigError(f"seed must be an integer, got {resolved['seed']!r}") from exc
-    cfg = _apply_overrides(cfg, resolved)
+    resolved = _explicit_or_env(explicit, env)
+    cfg = validate(_apply_overrides(profile_config(str(resolved.pop("profile", "demo"))), resolved))
     root = project_root()
     cfg = dataclasses.replace(cfg, data_dir=str(root / cfg.data_dir), run_dir=str(root / cfg.run_dir))
-    if overrides:
-        cfg = _apply_overrides(cfg, overrides)
-    return cfg
+    return validate(_apply_overrides(cfg, overrides)) if overrides else cfg
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path:
@@ -401,22 +416,160 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a :class:`Config` saved with :meth:`Config.to_dict` (e.g. from ``run.json``)."""
-    return _build(Config, data)
+    """Rebuild a :class:`Config` saved with :meth:`Config.to_dict` (e.g. from ``run.json``), validated."""
+    return validate(_build(Config, data))
+
+
+def validate(cfg: Any) -> Any:
+    """Check every field of a config dataclass, sections included, against its type and allowed values.
+
+    Returns ``cfg`` unchanged; raises :class:`ConfigError` naming the first bad field
+    and what it allows.
+    """
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = _check(getattr(cfg, f.name), hints[f.name], f"{type(cfg).__name__}.{f.name}")
+        if dataclasses.is_dataclass(value):
+            validate(value)
+    return cfg
 
 
 def resolve_device(device: str) -> str:
-    """Turn ``auto`` into ``cuda`` or ``cpu``; refuse ``cuda`` when no GPU is visible."""
+    """Turn ``auto`` into ``cuda`` or ``cpu``; refuse a name ``Config.device`` does not allow, and ``cuda`` /
+    ``cuda:N`` when torch sees no such GPU."""
+    _check(device, str, "Config.device")
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but torch sees no CUDA device; use DEVICE='cpu' or 'auto'")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.startswith("cuda") and int(device.partition(":")[2] or 0) >= count:
+        seen = f"torch sees {count} CUDA device(s)" if count else "no GPU is available (torch sees no CUDA device)"
+        raise ConfigError(f"device {device!r} requested but {seen}; set DEVICE / ISP_DEVICE to 'cpu' or 'auto'")
     return device
 
 
+# --- allowed values ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What a field takes beyond its type: ``ok`` tests a type-checked value, ``allowed`` says it in words."""
+
+    ok: Callable[[Any], bool]
+    allowed: str
+
+
+def _one_of(names: tuple[str, ...]) -> _Rule:
+    return _Rule(lambda v: v in names, "one of " + ", ".join(names))
+
+
+def _ints(low: int, high: int | None = None) -> _Rule:
+    if high is None:
+        return _Rule(lambda v: v >= low, f"an integer >= {low}")
+    return _Rule(lambda v: low <= v <= high, f"an integer in [{low}, {high}]")
+
+
+def _numbers(low: float, strict: bool = False) -> _Rule:
+    """Numbers above ``low`` (``strict``) or at least ``low``; :func:`_coerce` has refused NaN and inf."""
+    return _Rule(lambda v: v > low if strict else v >= low, f"a number {'>' if strict else '>='} {low:g}")
+
+
+def _unit(open_high: bool = False) -> _Rule:
+    return _Rule(lambda v: 0 <= v < 1 if open_high else 0 <= v <= 1, f"a number in [0, 1{')' if open_high else ']'}")
+
+
+def _optional(rule: _Rule) -> _Rule:
+    return _Rule(lambda v: v is None or rule.ok(v), f"None or {rule.allowed}")
+
+
+def _each(rule: _Rule, allowed: str) -> _Rule:
+    return _Rule(lambda v: all(rule.ok(x) for x in v), allowed)
+
+
+_POSITIVE_INT, _COUNT, _WEIGHT, _POSITIVE = _ints(1), _ints(0), _numbers(0), _numbers(0, strict=True)
+_SEED = _ints(0, SEED_MAX)
+_PATH = _Rule(lambda v: bool(v.strip()), "a non-empty path")
+_NAME = _Rule(lambda v: bool(v.strip()), "a non-empty name")
+
+_RULES: dict[str, _Rule] = {
+    "Config.profile": _one_of(PROFILES), "Config.data_dir": _PATH, "Config.run_dir": _PATH, "Config.seed": _SEED,
+    "Config.device": _Rule(lambda v: DEVICE_PATTERN.fullmatch(v) is not None, "one of auto, cpu, cuda, cuda:N"),
+    "DatasetConfig.raw_patch": _POSITIVE_INT,
+    "DatasetConfig.grids": _Rule(lambda v: bool(v) and all(min(g) >= 1 for g in v),
+                                 "a non-empty sequence of (rows, cols) pairs of integers >= 1"),
+    "DatasetConfig.photo_sources": _each(_one_of(PHOTO_SOURCES), f"names each {_one_of(PHOTO_SOURCES).allowed}"),
+    "DatasetConfig.split_fractions": _Rule(lambda v: min(v) >= 0 and sum(v) > 0,
+                                           "three numbers >= 0 with a positive sum"),
+    "DatasetConfig.max_photos": _optional(_POSITIVE_INT), "DatasetConfig.jpeg_quality": _ints(0, 100),
+    "DatasetConfig.crops_per_photo": _POSITIVE_INT, "DatasetConfig.target_crops_per_photo": _optional(_POSITIVE_INT),
+    "PreprocessConfig.black_level": _WEIGHT, "PreprocessConfig.white_level": _POSITIVE,
+    "PreprocessConfig.wb_gains": _each(_POSITIVE, "three numbers > 0"),
+    "PreprocessConfig.demosaicker": _one_of(DEMOSAICKERS), "PreprocessConfig.denoiser": _one_of(DENOISERS),
+    "PreprocessConfig.noise_sigma": _WEIGHT, "PreprocessConfig.gamma": _POSITIVE,
+    "PreprocessConfig.batch_size": _POSITIVE_INT, "PreprocessConfig.store_dtype": _one_of(STORE_DTYPES),
+    "StitchConfig.border": _POSITIVE_INT, "StitchConfig.score": _one_of(SEAM_SCORES),
+    "StitchConfig.low_confidence_ratio": _numbers(1),
+    "EmbedConfig.semantic_backbone": _one_of(BACKBONES), "EmbedConfig.style_backbone": _one_of(BACKBONES),
+    "EmbedConfig.weights_dir": _PATH, "EmbedConfig.dinov2_weights": _optional(_PATH),
+    "EmbedConfig.vgg19_weights": _optional(_PATH), "EmbedConfig.image_side": _POSITIVE_INT,
+    "EmbedConfig.patch_side": _POSITIVE_INT, "EmbedConfig.weight_semantic": _WEIGHT,
+    "EmbedConfig.weight_style": _WEIGHT, "EmbedConfig.weight_colour": _WEIGHT, "EmbedConfig.style_dim": _POSITIVE_INT,
+    "EmbedConfig.patch_colour_weight": _WEIGHT, "EmbedConfig.cast": _one_of(CASTS),
+    "EmbedConfig.batch_size": _POSITIVE_INT,
+    "MatchConfig.method": _one_of(MATCH_METHODS), "MatchConfig.alpha": _unit(), "MatchConfig.epsilon": _POSITIVE,
+    "MatchConfig.unbalanced_tau": _POSITIVE, "MatchConfig.top_images": _POSITIVE_INT,
+    "MatchConfig.top_patches": _POSITIVE_INT, "MatchConfig.image_level": _one_of(IMAGE_LEVELS),
+    "MatchConfig.image_gamma": _WEIGHT, "MatchConfig.image_epsilon": _optional(_POSITIVE),
+    "MatchConfig.image_tau": _optional(_POSITIVE), "MatchConfig.max_iter": _POSITIVE_INT,
+    "MatchConfig.tol": _POSITIVE,
+    "TrainConfig.pairing": _one_of(PAIRINGS), "TrainConfig.paired_loss": _one_of(("pal", "l1")),
+    "TrainConfig.head": _one_of(("1x1", "lut")), "TrainConfig.hidden": _POSITIVE_INT,
+    "TrainConfig.epochs": _POSITIVE_INT, "TrainConfig.batch_size": _POSITIVE_INT, "TrainConfig.lr": _POSITIVE,
+    **{f"TrainConfig.{name}": _WEIGHT for name in ("weight_decay", "mom", "luma", "chroma", "gram", "tv")},
+    "TrainConfig.moment": _one_of(("batch", "pair")), "TrainConfig.gram_reduction": _one_of(("mean", "sum")),
+    "TrainConfig.gram_scale": _optional(_POSITIVE), "TrainConfig.crop": _optional(_POSITIVE_INT),
+    "TrainConfig.val_fraction": _unit(), "TrainConfig.val_max_patches": _POSITIVE_INT,
+    "TrainConfig.target_ref_patches": _POSITIVE_INT, "TrainConfig.checkpoint_rule": _one_of(CHECKPOINT_RULES),
+    "TrainConfig.patience": _optional(_POSITIVE_INT), "TrainConfig.schedule": _one_of(("none", "cosine")),
+    "TrainConfig.ema": _optional(_unit(open_high=True)), "TrainConfig.workers": _COUNT, "TrainConfig.samples": _COUNT,
+    "Stage2Config.epochs": _POSITIVE_INT, "Stage2Config.lr": _POSITIVE, "Stage2Config.d_lr": _POSITIVE,
+    "Stage2Config.adv": _WEIGHT, "Stage2Config.mom": _WEIGHT, "Stage2Config.tv": _WEIGHT,
+    "Stage2Config.discriminator": _one_of(("unet", "experts")), "Stage2Config.d_features": _POSITIVE_INT,
+    "Stage2Config.expert_weights": _each(_WEIGHT, "three numbers >= 0"),
+    "EvalConfig.split": _NAME, "EvalConfig.seeds": _each(_SEED, f"seeds each {_SEED.allowed}"),
+    "EvalConfig.tile": _Rule(lambda v: v is None or v == "auto" or (isinstance(v, int) and v >= 1),
+                             "None, 'auto' or an integer >= 1"),
+    "EvalConfig.timing_side": _POSITIVE_INT, "EvalConfig.timing_repeats": _POSITIVE_INT,
+    "EvalConfig.bootstrap": _POSITIVE_INT,
+}
+"""Allowed values of each ``Class.field`` beyond its type (fields not named here take any value of their type)."""
+
+
 # --- helpers -----------------------------------------------------------------
+
+def _explicit_or_env(explicit: dict[str, Any], env: typing.Mapping[str, str]) -> dict[str, Any]:
+    """The explicit values that are not ``None``, else the environment's (:data:`ENV_VARS`).
+
+    A variable that is set but blank is refused rather than taken as unset; a seed
+    given as text is parsed.
+    """
+    resolved: dict[str, Any] = {}
+    for name, value in explicit.items():
+        var = ENV_VARS[name]
+        if value is None and var in env:
+            value = env[var]
+            if not value.strip():
+                raise ConfigError(f"environment variable {var} is set but blank; unset it or give a {name}")
+        if value is not None:
+            resolved[name] = str(value) if isinstance(value, os.PathLike) else value
+    if isinstance(resolved.get("seed"), str):
+        try:
+            resolved["seed"] = int(resolved["seed"])
+        except ValueError:
+            raise ConfigError(f"Config.seed: expected {_SEED.allowed}, got {resolved['seed']!r}") from None
+    return resolved
+
 
 def _apply_overrides(cfg: Any, changes: dict[str, Any]) -> Any:
     nested: dict[str, dict[str, Any]] = {}
@@ -451,8 +604,23 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
+def _check(value: Any, hint: Any, where: str) -> Any:
+    """``value`` type-checked by :func:`_coerce`, then checked against the allowed values in :data:`_RULES`."""
+    value = _coerce(value, hint, where)
+    rule = _RULES.get(where)
+    if rule is not None and not rule.ok(value):
+        raise ConfigError(f"{where}: expected {rule.allowed}, got {value!r}")
+    return value
+
+
+def _expected(where: str, kind: str) -> str:
+    """What ``where`` takes, for a type error: its rule's words, else the bare type ``kind``."""
+    rule = _RULES.get(where)
+    return rule.allowed if rule is not None else kind
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check ``value`` against a type hint; lists become tuples, dicts become dataclasses."""
+    """Check ``value`` against a type hint; lists become tuples, dicts become dataclasses, NaN and inf are refused."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
@@ -472,7 +640,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError("; ".join(errors))
+        raise ConfigError("; ".join(dict.fromkeys(errors)))
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a sequence, got {value!r}")
@@ -482,16 +650,16 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
         return tuple(_coerce(v, a, where) for v, a in zip(value, args))
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where}: expected {_expected(where, 'a finite number')}, got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected {_expected(where, 'an integer')}, got {value!r}")
         return value
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected {_expected(where, 'a string')}, got {value!r}")
         return value
     if hint is bool:
         if not isinstance(value, bool):

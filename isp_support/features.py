@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from .artifacts import atomic_save_npy, atomic_write_json
 from .colour import uv_histogram, y_histogram
+from .config import CASTS
 
 SKETCH_SEED = 0
 SIZE_MULTIPLE = 14
@@ -108,9 +109,6 @@ def gram_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         iu = torch.triu_indices(gram.shape[-1], gram.shape[-1], device=gram.device)
         parts.append(F.normalize(gram[:, iu[0], iu[1]], dim=1))
     return torch.cat(parts, dim=1)
-
-
-CASTS = ("none", "grey_world", "channel_norm")
 
 
 def cast_statistics(image: np.ndarray) -> np.ndarray:

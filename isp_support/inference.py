@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,8 +50,6 @@ MANIFEST = "predict.json"
 """The output folder's record: ``{"complete": bool, "files": {png name: entry}}``, see :func:`export_folder`."""
 RECORD_KEYS = frozenset({"input", "input_sha256", "png_sha256", "checkpoint_sha256", "preprocess", "camera_wb"})
 """What each entry of :data:`MANIFEST` holds."""
-DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-"""The devices :class:`Predictor` accepts."""
 
 
 # --- the network ----------------------------------------------------------------------------------------
@@ -194,17 +191,6 @@ class PredictError(DataError):
     would share a name, or an output record it cannot check."""
 
 
-def _device(device: str) -> str:
-    """``device`` resolved by :func:`isp_support.config.resolve_device`; anything but auto, cpu, cuda and a
-    visible cuda:N is refused."""
-    if not isinstance(device, str) or not DEVICE.fullmatch(device):
-        raise ConfigError(f"unknown device {device!r}; expected one of auto, cpu, cuda, cuda:N")
-    resolved = resolve_device(device)
-    if resolved.startswith("cuda:") and int(resolved[5:]) >= torch.cuda.device_count():
-        raise ConfigError(f"device {device!r}: torch sees {torch.cuda.device_count()} CUDA device(s)")
-    return resolved
-
-
 def _run_record_preprocess(path: Path) -> Any:
     """The ``config.preprocess`` entry of a run's ``run.json``."""
     if not path.is_file():
@@ -269,7 +255,7 @@ class Predictor:
 
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch size (--batch) must be a positive number of patches, got {batch_size!r}")
-        self.device = _device(device)
+        self.device = resolve_device(device)
         self.checkpoint = Path(checkpoint)
         model, state = read_checkpoint(self.checkpoint)
         self.model = model.to(self.device)

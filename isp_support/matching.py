@@ -200,10 +200,9 @@ import ot
 import torch
 
 from .artifacts import atomic_save_npy, atomic_write_bytes, atomic_write_json
-from .config import MatchConfig
+from .config import IMAGE_LEVELS, MatchConfig
+from .config import MATCH_METHODS as METHODS
 
-METHODS = ("ot", "unbalanced", "knn", "random")
-IMAGE_LEVELS = ("paper", "tempered", "candidates", "marginal")
 PAPER_IMAGE_LEVEL = {"image_level": "paper", "image_epsilon": None, "image_tau": None}
 """The :class:`MatchConfig` fields that give section 4.2 as printed (with ``EmbedConfig.cast="none"``)."""
 PAIRING_VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import random
@@ -15,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from .artifacts import atomic_write_json
-from .config import Config, resolve_device
+from .config import Config, resolve_device, validate
+from .data import DataError
 
 RUN_RECORD = "run.json"
 TRACKED_PACKAGES = ("isp-support", "torch", "torchvision", "numpy", "kornia", "pot", "timm", "scikit-image",
@@ -58,20 +60,41 @@ def device_description(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
+class RunRecordError(DataError):
+    """An existing ``run.json`` cannot be read as a run record."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(path, f"{problem}; fix or remove it")
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """The run record at ``path``: a JSON object whose ``notebooks`` entry, if any, is an object."""
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise RunRecordError(path, f"cannot be read ({exc.strerror})") from None
+    try:
+        record = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunRecordError(path, f"not JSON ({exc})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("notebooks", {}), dict):
+        raise RunRecordError(path, "not a run record (a JSON object whose 'notebooks' entry is an object)")
+    return record
+
+
 def init_run(cfg: Config, notebook: str | None = None) -> tuple[Path, str]:
     """Create ``cfg.run_dir``, seed everything, and record the run; returns ``(run_dir, device)``.
 
-    Each notebook adds its own entry under ``notebooks`` in ``run.json`` so the
-    record shows which notebooks ran with which settings.
+    The config is validated, its device resolved and an existing ``run.json`` read
+    first: when any of them fails nothing is created or written. Each notebook adds
+    its own entry under ``notebooks`` in ``run.json`` so the record shows which
+    notebooks ran with which settings.
     """
-    import json
-
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    validate(cfg)
     device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
+    run_dir = Path(cfg.run_dir)
     path = run_dir / RUN_RECORD
-    record: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    record = _read_record(path) if path.exists() else {}
     entry = {
         "config": cfg.to_dict(), "seed": cfg.seed, "device": device,
         "device_description": device_description(device), "versions": package_versions(),
@@ -81,6 +104,8 @@ def init_run(cfg: Config, notebook: str | None = None) -> tuple[Path, str]:
     record.update({k: entry[k] for k in ("config", "seed", "device", "versions")})
     if notebook:
         record.setdefault("notebooks", {})[notebook] = entry
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
     atomic_write_json(path, record)
     return run_dir, device
 

@@ -109,6 +109,7 @@ from typing import Any, NamedTuple, Union
 import numpy as np
 import torch
 
+from .config import SEAM_SCORES as SCORES
 from .config import StitchConfig
 from .data import RAW_EXT, Scene, read_raw, read_rgb
 
@@ -119,7 +120,6 @@ Maps = Union[ArrayLike, Sequence[ArrayLike]]
 """Score maps of one scene: a stack ``(N, H, W)``, or a sequence of ``(H_k, W_k)`` maps."""
 
 _DEFAULTS = StitchConfig()
-SCORES = ("normalised", "paper")
 _EPS = 1e-9
 
 

@@ -67,7 +67,7 @@ from tqdm.auto import tqdm
 
 from . import losses
 from .artifacts import atomic_write_bytes, atomic_write_json, sha256_file
-from .config import Config, PreprocessConfig
+from .config import CHECKPOINT_RULES, PAIRINGS, Config, PreprocessConfig
 from .data import open_dataset, read_rgb
 from .matching import PairGraph
 from .metrics import SlicedReference, structure_fidelity, ssim_luma, yuv_pixels
@@ -78,8 +78,6 @@ __all__ = ["CHECKPOINT_RULES", "PAIRINGS", "HeldOutLoss", "PairSource", "TrainRe
            "checkpoint_rule", "epoch_models", "epoch_plan", "kept_epoch", "load_epoch", "load_model", "loss_weights",
            "pair_source", "read_checkpoint", "train"]
 
-PAIRINGS = ("ot", "ot_paper", "unbalanced", "knn", "random", "paired")
-CHECKPOINT_RULES = ("auto", "pseudo_loss", "paired_loss", "colour_distance")
 FIGURES = ("colour_distance", "structure", "ssim_luma", "pseudo_loss", "paired_loss")
 """Validation figures an epoch's history record may hold (the held-out loss is one of the last two)."""
 RESULT = "result.json"

@@ -62,7 +62,7 @@ import torch
 from torch import nn
 
 from .artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
-from .config import EmbedConfig, project_root
+from .config import BACKBONES, EmbedConfig, project_root
 
 __all__ = [
     "BACKBONES",
@@ -82,7 +82,6 @@ __all__ = [
     "read_state_dict",
 ]
 
-BACKBONES = ("dinov2_vits14", "vgg19", "vgg16_offline")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

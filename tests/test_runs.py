@@ -1,0 +1,57 @@
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from isp_support.config import ConfigError, load_config
+from isp_support.runs import RUN_RECORD, RunRecordError, init_run
+
+BAD = [
+    pytest.param({"device": "cuda"}, "no GPU is available", id="cuda-without-gpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")),
+    pytest.param({"seed": -1}, r"Config.seed: expected an integer in \[0, 4294967295\]", id="seed-negative"),
+    pytest.param({"seed": 2**70}, r"Config.seed: expected an integer in \[0, 4294967295\]", id="seed-huge"),
+    pytest.param({"device": "nonsense"}, "Config.device: expected one of auto, cpu, cuda, cuda:N", id="device"),
+    pytest.param({"train.epochs": 0}, "TrainConfig.epochs: expected an integer >= 1", id="epochs"),
+]
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    return load_config("tiny", run_dir=tmp_path / "runs" / "run", seed=5, device="cpu", environ={})
+
+
+@pytest.mark.parametrize("change, message", BAD)
+def test_bad_config_fails_before_the_run_dir_is_made(cfg, tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        init_run(cfg.replace(**change), notebook="01_preprocess")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("text, problem", [("{not json", "not JSON"), ("[1, 2]", "not a run record"),
+                                           ('{"notebooks": []}', "not a run record"), (b"\xff\xfe", "not JSON")])
+def test_malformed_run_record_is_named_and_left_alone(cfg, text, problem):
+    path = Path(cfg.run_dir) / RUN_RECORD
+    path.parent.mkdir(parents=True)
+    data = text if isinstance(text, bytes) else text.encode()
+    path.write_bytes(data)
+    with pytest.raises(RunRecordError, match=f"{re.escape(str(path))}: {problem}"):
+        init_run(cfg, notebook="01_preprocess")
+    assert path.read_bytes() == data
+
+
+def test_each_notebook_adds_its_entry_to_the_record(cfg):
+    run_dir, _ = init_run(cfg, notebook="01_preprocess")
+    init_run(cfg.replace(seed=6), notebook="02_stitch")
+    record = json.loads((run_dir / RUN_RECORD).read_text())
+    assert set(record["notebooks"]) == {"01_preprocess", "02_stitch"} and record["seed"] == 6
+    assert record["notebooks"]["01_preprocess"]["seed"] == 5
+
+
+def test_unreadable_run_record_is_named(cfg):
+    path = Path(cfg.run_dir) / RUN_RECORD
+    path.mkdir(parents=True)
+    with pytest.raises(RunRecordError, match=f"{re.escape(str(path))}: cannot be read"):
+        init_run(cfg)
