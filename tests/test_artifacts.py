@@ -44,3 +44,14 @@ def test_umask_without_proc_falls_back_to_setting_it(monkeypatch, umask):
     monkeypatch.setattr(artifacts, "_PROC_STATUS", "/nonexistent/status")
     assert artifacts.current_umask() == umask
     assert os.umask(umask) == umask  # the fallback put it back
+
+
+def test_hashing_refuses_what_is_not_a_regular_file(tmp_path):
+    from isp_support.artifacts import sha256_file
+    from isp_support.data import UnreadableFileError
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    for name in ("fifo", "zero"):
+        with pytest.raises(UnreadableFileError, match="not a regular file"):
+            sha256_file(tmp_path / name)
