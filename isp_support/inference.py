@@ -154,8 +154,7 @@ def read_camera_raw(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     import rawpy
 
     path = Path(path)
-    if not path.is_file():
-        raise UnreadableFileError(path, "file does not exist")
+    require_regular_file(path)
     try:
         with rawpy.imread(str(path)) as raw:
             mosaic = raw.raw_image_visible.astype(np.float32)
@@ -193,8 +192,7 @@ class PredictError(DataError):
 
 def _run_record_preprocess(path: Path) -> Any:
     """The ``config.preprocess`` entry of a run's ``run.json``."""
-    if not path.is_file():
-        raise UnreadableFileError(path, "file does not exist")
+    require_regular_file(path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:

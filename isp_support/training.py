@@ -68,7 +68,7 @@ from tqdm.auto import tqdm
 from . import losses
 from .artifacts import atomic_write_bytes, atomic_write_json, sha256_file
 from .config import CHECKPOINT_RULES, PAIRINGS, Config, PreprocessConfig
-from .data import open_dataset, read_rgb
+from .data import DataError, open_dataset, read_rgb, require_regular_file
 from .matching import PairGraph
 from .metrics import SlicedReference, structure_fidelity, ssim_luma, yuv_pixels
 from .models import ColourNet, ExpertCommittee, UNetDiscriminator, count_parameters
@@ -385,8 +385,10 @@ def _to_bytes(obj: Any) -> bytes:
 def _load(path: Path, remedy: str = "delete it to retrain from the previous one") -> Any:
     """A checkpoint's contents, weights-only (pickled objects are refused, never run); ``remedy`` ends the
     message when the file is damaged. Torch's own advice to load with ``weights_only=False`` is not passed on."""
-    if not path.is_file():
-        raise TrainingError(f"{path}: checkpoint does not exist")
+    try:
+        require_regular_file(path)
+    except DataError as exc:
+        raise TrainingError(f"{path}: checkpoint {exc.problem}") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -379,3 +379,11 @@ def test_a_fifo_input_and_a_file_as_output_folder_are_named_errors(tmp_path):
     (tmp_path / "out").write_text("a file")
     with pytest.raises(PredictError, match="existing file"):
         export_folder(None, tmp_path / "in", tmp_path / "out")
+
+
+def test_a_fifo_checkpoint_is_named_not_missing(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "best.pt")
+    with pytest.raises(training.TrainingError, match="checkpoint not a regular file"):
+        training.read_checkpoint(tmp_path / "best.pt")
