@@ -158,7 +158,7 @@ class ChallengeDataset:
 
 def natural_key(name: str) -> tuple:
     """Sort key that orders embedded numbers numerically (``s2`` before ``s10``)."""
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+    return tuple(int(t) if t.isascii() and t.isdigit() else t for t in re.split(r"([0-9]+)", name))
 
 
 def parse_patch_name(path: str | Path) -> tuple[str, int]:

@@ -219,3 +219,9 @@ def test_cli_validate_passes_with_warnings_only(ds, capsys):
     np.save(ds / RAW, np.full((8, 8, 4), 0.5, np.float32))
     assert main(["validate", str(ds)]) == 0
     assert "OK, 1 warning(s)" in capsys.readouterr().out
+
+
+def test_a_scene_named_by_a_superscript_digit_sorts_without_crashing(ds):
+    np.save(ds / "train" / "raws" / "\u00b2_0.npy", np.zeros((8, 8, 4), np.uint16))
+    assert _validate_within(ds) == []
+    assert "\u00b2" in D.open_dataset(ds)["train"].raws

@@ -37,7 +37,7 @@ EXTRA_FILES = ("bad_name", "extension")  # planted as one more file beside the s
 IMAGE_DEFECTS = {"truncated": D.UnreadableFileError, "garbage": D.UnreadableFileError, "gray": D.ShapeError,
                  "size": D.ShapeError, "other_format": D.DataWarning}
 
-scene_names = st.text(st.sampled_from("abcxyz_-.0123456789 \u00e9\u4e2d\n"), min_size=1, max_size=8).filter(
+scene_names = st.text(st.sampled_from("abcxyz_-.0123456789 \u00e9\u4e2d\u00b2\u0663\n"), min_size=1, max_size=8).filter(
     lambda s: not s.startswith(".") and "/" not in s)
 
 
