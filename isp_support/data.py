@@ -299,7 +299,12 @@ def scan_patches(folder: Path, ext: str, problems: list[DataError], ids: set[str
     """
     by_scene: dict[str, list[Patch]] = defaultdict(list)
     unreadable: set[str] = set()  # scenes with a file that is not a regular file: reported once, left out
-    for path in sorted(folder.iterdir()):
+    try:
+        listing = sorted(folder.iterdir())
+    except OSError as exc:
+        problems.append(MissingFolderError(folder, f"cannot be listed: {exc.strerror or exc}"))
+        return {}
+    for path in listing:
         if path.name.startswith(".") or path.is_dir():
             continue
         try:
@@ -458,11 +463,14 @@ def validate_dataset(root: str | Path, check_values: bool = True) -> list[DataEr
     train = root / "train"
     if not train.is_dir():
         problems.append(MissingFolderError(train, "missing folder: a dataset needs train/ with raws/ and jpegs/"))
-    split_names = sorted(p.name for p in root.iterdir() if _looks_like_split(p))
+    try:
+        split_names = sorted(p.name for p in root.iterdir() if _looks_like_split(p))
+    except OSError as exc:
+        return [MissingFolderError(root, f"dataset folder cannot be listed: {exc.strerror or exc}")]
     splits = [s for name in split_names if (s := _scan_split(root, name, problems)) is not None]
     for split in splits:
-        if split.name == "train" and split.raws and not split.jpegs:
-            jpeg_dir = root / "train" / "jpegs"
+        jpeg_dir = root / "train" / "jpegs"
+        if split.name == "train" and split.raws and not split.jpegs and all(p.path != jpeg_dir for p in problems):
             problems.append(NoTargetDomainError(
                 jpeg_dir, f"{len(split.raw_patches())} training RAW patches but no target-domain JPEGs "
                           f"({'empty folder' if jpeg_dir.is_dir() else 'missing folder'})"))

@@ -225,3 +225,16 @@ def test_a_scene_named_by_a_superscript_digit_sorts_without_crashing(ds):
     np.save(ds / "train" / "raws" / "\u00b2_0.npy", np.zeros((8, 8, 4), np.uint16))
     assert _validate_within(ds) == []
     assert "\u00b2" in D.open_dataset(ds)["train"].raws
+
+
+def test_a_folder_that_cannot_be_listed_is_a_named_problem(ds, monkeypatch):
+    original = Path.iterdir
+
+    def denied(self):
+        if self.name == "jpegs":
+            raise PermissionError(13, "Permission denied")
+        return original(self)
+    monkeypatch.setattr(Path, "iterdir", denied)
+    problems = _validate_within(ds)
+    assert [type(p) for p in problems] == [D.MissingFolderError]
+    assert "cannot be listed: Permission denied" in problems[0].problem
