@@ -468,8 +468,8 @@ def validate_dataset(root: str | Path, check_values: bool = True) -> list[DataEr
     except OSError as exc:
         return [MissingFolderError(root, f"dataset folder cannot be listed: {exc.strerror or exc}")]
     splits = [s for name in split_names if (s := _scan_split(root, name, problems)) is not None]
+    jpeg_dir = root / "train" / "jpegs"
     for split in splits:
-        jpeg_dir = root / "train" / "jpegs"
         if split.name == "train" and split.raws and not split.jpegs and all(p.path != jpeg_dir for p in problems):
             problems.append(NoTargetDomainError(
                 jpeg_dir, f"{len(split.raw_patches())} training RAW patches but no target-domain JPEGs "
