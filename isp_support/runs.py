@@ -17,7 +17,7 @@ import numpy as np
 
 from .artifacts import atomic_write_json
 from .config import Config, resolve_device, validate
-from .data import DataError
+from .data import DataError, require_regular_file
 
 RUN_RECORD = "run.json"
 TRACKED_PACKAGES = ("isp-support", "torch", "torchvision", "numpy", "kornia", "pot", "timm", "scikit-image",
@@ -69,6 +69,10 @@ class RunRecordError(DataError):
 
 def _read_record(path: Path) -> dict[str, Any]:
     """The run record at ``path``: a JSON object whose ``notebooks`` entry, if any, is an object."""
+    try:
+        require_regular_file(path)  # reading a FIFO would block
+    except DataError as exc:
+        raise RunRecordError(path, f"cannot be read: {exc.problem}") from None
     try:
         text = path.read_bytes()
     except OSError as exc:

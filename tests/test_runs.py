@@ -55,3 +55,13 @@ def test_unreadable_run_record_is_named(cfg):
     path.mkdir(parents=True)
     with pytest.raises(RunRecordError, match=f"{re.escape(str(path))}: cannot be read"):
         init_run(cfg)
+
+
+def test_a_fifo_run_record_is_named_not_read(cfg):
+    import os
+
+    path = Path(cfg.run_dir) / RUN_RECORD
+    path.parent.mkdir(parents=True)
+    os.mkfifo(path)
+    with pytest.raises(RunRecordError, match="cannot be read: not a regular file \\(a FIFO\\)"):
+        init_run(cfg)
