@@ -7,7 +7,7 @@ DEMO_DATA := data/demo
 TINY_DATA := data/tiny
 NB_TINY_RUN := runs/nbval-tiny
 
-.PHONY: install demo test unit notebooks nbval dataset-demo dataset-tiny bench clean
+.PHONY: install demo lab test unit notebooks nbval dataset-demo dataset-tiny bench clean
 
 # Create the venv if missing and install the package with everything the series needs.
 $(STAMP): pyproject.toml
@@ -30,6 +30,15 @@ dataset-tiny: install
 # The whole series on the demo dataset, headless, into runs/demo/.
 demo: dataset-demo
 	$(BIN)/isp-support run-series --profile demo --data-dir $(DEMO_DATA) --run-dir runs/demo
+
+# JupyterLab on notebooks/ with the project's kernel, the demo data and a fresh run folder, to step
+# through the series cell by cell from 01. LAB_ARGS go to jupyter (e.g. --no-browser --ip=0.0.0.0).
+LAB_RUN  ?= runs/lab-$(shell date +%Y%m%d-%H%M%S)
+LAB_ARGS ?=
+lab: dataset-demo
+	@echo "RUN_DIR for this session: $(LAB_RUN)"
+	ISP_PROFILE=demo ISP_DATA_DIR=$(CURDIR)/$(DEMO_DATA) ISP_RUN_DIR=$(CURDIR)/$(LAB_RUN) \
+	  $(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
 # Unit tests, then the notebooks on the tiny profile (papermill), then nbval.
 test: unit notebooks nbval
