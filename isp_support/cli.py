@@ -1,4 +1,4 @@
-"""Command line: ``isp-support build-dataset | prepare-weights | validate | run-series | predict``."""
+"""Command line: ``isp-support build-dataset | prepare-weights | validate | run-series | build-site | predict``."""
 
 from __future__ import annotations
 
@@ -50,6 +50,14 @@ def _run_series(args: argparse.Namespace) -> int:
     print(f"\nexecuted notebooks: {run_dir / 'notebooks'} ({len(executed)})")
     print(f"metrics:            {run_dir / 'metrics'}")
     print(f"run record:         {run_dir / 'run.json'}")
+    return 0
+
+
+def _build_site(args: argparse.Namespace) -> int:
+    from .config import project_root
+    from .site import build_site
+
+    build_site(args.run_dir, args.notebooks or project_root() / "notebooks", args.out)
     return 0
 
 
@@ -110,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these prefixes")
     r.set_defaults(func=_run_series)
 
+    s = sub.add_parser("build-site", help="the course site from a run's executed notebooks (offline, static)")
+    s.add_argument("--run-dir", default="runs/demo", help="the run whose notebooks/ to render (default runs/demo)")
+    s.add_argument("--out", default=None, help="site folder (default: RUN_DIR/site)")
+    s.add_argument("--notebooks", default=None, help="the series' source notebooks (default: the project's)")
+    s.set_defaults(func=_build_site)
+
     p = sub.add_parser("predict", help="render RAW patches or camera RAW files with a trained network")
     p.add_argument("checkpoint", help="a trained network: RUN_DIR/train/<name>/best.pt")
     p.add_argument("input", help="a folder of <scene>_<idx>.npy patches and/or camera RAW files, or one file")
@@ -136,12 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         from .config import ConfigError
         from .data import DataError
         from .dataset import DatasetBuildError
+        from .site import SiteError
 
         from .training import TrainingError
         from .weights import ChecksumError, WeightsUnavailableError
 
         if isinstance(exc, (DataError, ConfigError, DatasetBuildError, WeightsUnavailableError, ChecksumError,
-                            TrainingError, FileExistsError)):
+                            TrainingError, SiteError, FileExistsError)):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
 
 from .artifacts import atomic_write_json
 from .config import Config
+
+HEADLESS_ENV = "ISP_HEADLESS"
+"""Set while :func:`run_series` runs the notebooks (and by ``make nbval``): no front end will show a widget."""
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 
@@ -28,9 +32,8 @@ def run_series(cfg: Config, notebooks_dir: str | Path = "notebooks", only: list[
     """Execute every notebook in order into ``<run_dir>/notebooks/``; stops at the first failure.
 
     ``<run_dir>/series.json`` records each executed notebook's wall time (seconds) and the total.
+    :data:`HEADLESS_ENV` is set for the kernels, so widget cells print a note instead of a widget.
     """
-    import papermill as pm
-
     notebooks = series_notebooks(notebooks_dir)
     if only:
         notebooks = [nb for nb in notebooks if any(nb.stem.startswith(o) for o in only)]
@@ -39,6 +42,20 @@ def run_series(cfg: Config, notebooks_dir: str | Path = "notebooks", only: list[
         return []
     out_dir = Path(cfg.run_dir) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous = os.environ.get(HEADLESS_ENV)
+    os.environ[HEADLESS_ENV] = "1"  # the kernels papermill starts inherit it: widget cells print a note
+    try:
+        return _execute(cfg, notebooks, out_dir, log)
+    finally:
+        if previous is None:
+            os.environ.pop(HEADLESS_ENV, None)
+        else:
+            os.environ[HEADLESS_ENV] = previous
+
+
+def _execute(cfg: Config, notebooks: list[Path], out_dir: Path, log) -> list[Path]:
+    import papermill as pm
+
     executed = []
     seconds: dict[str, float] = {}
     for nb in notebooks:

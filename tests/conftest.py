@@ -26,6 +26,16 @@ def tiny_dataset(tmp_path_factory, tiny_cfg) -> Path:
                          progress=False, log=lambda *_: None)
 
 
+@pytest.fixture(scope="session")
+def tiny_series(tiny_dataset, tmp_path_factory):
+    """Every notebook of the series, run once per session in order on the tiny dataset: ``(run_dir, executed)``."""
+    from isp_support.series import run_series
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    cfg = load_config("tiny", data_dir=tiny_dataset, run_dir=run_dir, device="cpu", environ={})
+    return run_dir, run_series(cfg, REPO / "notebooks")
+
+
 @pytest.fixture()
 def no_isp_env(monkeypatch):
     for name in ("ISP_PROFILE", "ISP_DATA_DIR", "ISP_RUN_DIR", "ISP_SEED", "ISP_DEVICE"):

@@ -41,15 +41,6 @@ def test_series_runner_injects_parameters(tmp_path):
     assert list(timing["seconds"]) == ["00_toy"] and timing["total_seconds"] == timing["seconds"]["00_toy"] > 0
 
 
-@pytest.fixture(scope="module")
-def tiny_series(tiny_dataset, tmp_path_factory):
-    """Every notebook of the series, run in order on the tiny dataset."""
-    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    cfg = load_config("tiny", data_dir=tiny_dataset, run_dir=run_dir, device="cpu", environ={})
-    executed = run_series(cfg, REPO / "notebooks")
-    return run_dir, executed
-
-
 @pytest.mark.parametrize("notebook", [p.name for p in series_notebooks(REPO / "notebooks")])
 def test_notebook_runs_on_tiny(tiny_series, notebook):
     run_dir, executed = tiny_series

@@ -1,0 +1,214 @@
+"""The course site: the executed notebooks of a run as a static, offline book.
+
+:func:`build_site` renders what papermill produced under ``RUN_DIR/notebooks/``; it
+executes nothing. It is built with what Jupyter Book 1.x is made of, Sphinx with
+myst-nb and the sphinx-book-theme, driven by a ``conf.py`` of its own instead of
+the ``jupyter-book`` command (which always adds sphinx-thebe: a script pointing at
+unpkg.com, loaded twice, a console error on every page). Sphinx was chosen over
+mkdocs-jupyter because its search index is a plain script, so the search box works
+from ``file://`` as well as over HTTP, and the theme ships its own fonts and icons.
+Nothing is fetched from the network: no MathJax (the series has no math), no
+widget scripts from a CDN (each widget has a static fallback figure), no launch or
+repository buttons.
+
+Pages: a landing page (the method, the pipeline figure, the ablation table with its
+verdicts, links to every chapter), one page per notebook, and a page for the run
+(``run.json``: config, versions, seed, device, commit; ``series.json``: timings).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from .artifacts import atomic_directory
+from .series import series_notebooks
+
+SITE_DIR = "site"
+"""Where ``make site`` writes the site inside the run folder: ``RUN_DIR/site/index.html``."""
+TITLE = "Unpaired smartphone ISP with semantic pseudo-pairing"
+STEPS = {"01": "fixed RAW pipeline", "02": "grids, full images", "03": "descriptors, FGW + patch OT",
+         "04": "7K net on pseudo pairs", "05": "adversarial refinement", "06": "metrics, ablations, export"}
+"""What each notebook does, by its number, for the pipeline figure."""
+ABLATION_COLUMNS = ("psnr", "psnr sd", "ssim", "delta_e2000", "delta_e2000 sd", "parameters", "seeds")
+
+METHOD = """\
+A smartphone ISP is learned from RAW photos of one camera and sRGB photos of
+another, with no pixel-aligned pairs between them. Each RAW patch goes through a
+fixed pipeline (black level, demosaicking, denoising, gamma), then descriptors of
+a frozen backbone pair every source patch with target patches of similar content
+by fused Gromov-Wasserstein and patch-level optimal transport. A 7K-parameter
+colour network is trained on these pseudo pairs with colour-moment, histogram,
+Gram and smoothness losses (stage 1) and refined adversarially (stage 2). The
+ablation table scores every choice against ground truth that no unpaired method
+has seen.
+"""
+
+
+class SiteError(Exception):
+    """A run the site cannot be built from: notebooks missing or ended in an error."""
+
+
+def executed_notebooks(run_dir: str | Path, notebooks_dir: str | Path) -> list[Path]:
+    """The run's executed copy of every series notebook; a missing one or one with an error is a :class:`SiteError`."""
+    run_dir = Path(run_dir)
+    names = [p.name for p in series_notebooks(notebooks_dir)]
+    executed = [run_dir / "notebooks" / name for name in names]
+    missing = [p.name for p in executed if not p.is_file()]
+    if missing:
+        raise SiteError(f"{run_dir / 'notebooks'}: no executed {', '.join(missing)}; run the series first "
+                        f"(make demo, or isp-support run-series --run-dir {run_dir})")
+    for path in executed:
+        error = _first_error(path)
+        if error:
+            raise SiteError(f"{path}: the notebook ended in an error ({error}); fix it and run the series again")
+    return executed
+
+
+def _first_error(path: Path) -> str | None:
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as exc:  # nbformat raises JSON, validation and OS errors
+        return f"unreadable: {exc}"
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                return f"{out.get('ename')}: {out.get('evalue')}"
+    if nb.metadata.get("papermill", {}).get("exception"):
+        return "papermill recorded an exception"
+    return None
+
+
+def build_site(run_dir: str | Path, notebooks_dir: str | Path, out_dir: str | Path | None = None,
+               log=print) -> Path:
+    """Build the site of ``run_dir`` into ``out_dir`` (default ``RUN_DIR/site``), atomically; returns ``out_dir``.
+
+    ``notebooks_dir`` is the series' source folder (it names the chapters). The run's
+    executed notebooks are rendered as they are (``execute_notebooks: off``).
+    """
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / SITE_DIR
+    executed = executed_notebooks(run_dir, notebooks_dir)
+    with tempfile.TemporaryDirectory(prefix="isp-site-") as tmp:
+        book = Path(tmp) / "book"
+        _write_book(book, run_dir, executed)
+        html = Path(tmp) / "html"
+        cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-q", str(book), str(html)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SiteError(f"sphinx-build failed ({done.returncode}):\n{done.stdout[-4000:]}{done.stderr[-4000:]}")
+        with atomic_directory(out_dir, overwrite=True) as target:
+            shutil.copytree(html, target, dirs_exist_ok=True)
+    log(f"[site] {out_dir / 'index.html'} ({len(executed)} chapters)")
+    return out_dir
+
+
+# --- the book's sources -------------------------------------------------------------------------------
+
+def _write_book(book: Path, run_dir: Path, executed: list[Path]) -> None:
+    (book / "notebooks").mkdir(parents=True)
+    for path in executed:
+        shutil.copy2(path, book / "notebooks" / path.name)
+    for sub in ("images",):
+        (book / sub).mkdir()
+    _pipeline_figure(book / "images" / "pipeline.png", [p.stem for p in executed])
+    metrics = _read_json(run_dir / "metrics" / "06_evaluate.json")
+    (book / "index.md").write_text(_landing(metrics, [p.stem for p in executed]), encoding="utf-8")
+    (book / "run.md").write_text(_run_page(_read_json(run_dir / "run.json"), _read_json(run_dir / "series.json")),
+                                 encoding="utf-8")
+    (book / "conf.py").write_text(_CONF, encoding="utf-8")
+
+
+_CONF = f"""\
+project = {TITLE!r}
+html_title = project
+extensions = ["myst_nb"]
+exclude_patterns = ["_build", "**/.ipynb_checkpoints"]
+nb_execution_mode = "off"
+nb_ipywidgets_js = {{}}
+html_theme = "sphinx_book_theme"
+html_theme_options = {{"use_download_button": False, "use_fullscreen_button": False,
+                      "search_bar_text": "Search the series...", "show_toc_level": 2}}
+html_context = {{"default_mode": "light"}}
+html_show_sourcelink = False
+html_copy_source = False
+"""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _landing(metrics: dict[str, Any], chapters: list[str]) -> str:
+    lines = [f"# {TITLE}", "", METHOD, "```{image} images/pipeline.png", ":alt: the six notebooks of the series",
+             ":width: 100%", "```", "", "## The chapters", ""]
+    lines += [f"- {{doc}}`notebooks/{stem}`" for stem in chapters] + ["- {doc}`run`", ""]
+    lines += ["```{toctree}", ":hidden:", ""] + [f"notebooks/{stem}" for stem in chapters] + ["run", "```", ""]
+    table = metrics.get("table") or {}
+    lines += ["## The ablation table", ""]
+    if not table:
+        lines += ["This run has no ablation table (notebook 06 wrote no `metrics/06_evaluate.json`).", ""]
+        return "\n".join(lines)
+    lines += [f"Split `{metrics.get('split')}`: {metrics.get('scenes')} scenes, {metrics.get('patches')} patches; "
+              f"seeds {metrics.get('seeds')}. PSNR and SSIM: higher is better; CIEDE2000: lower.", ""]
+    cols = [c for c in ABLATION_COLUMNS if any(c in row for row in table.values())]
+    lines += ["| row | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    lines += [f"| {key} | " + " | ".join(_cell(row.get(c)) for c in cols) + " |" for key, row in table.items()]
+    lines += ["", "### Verdicts", ""] + [str(c) for c in metrics.get("checks", [])] + [""]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if value != value else f"{value:.3f}"
+    return "-" if value is None else str(value)
+
+
+def _run_page(run: dict[str, Any], series: dict[str, Any]) -> str:
+    versions = run.get("versions", {})
+    entry = next(iter(run.get("notebooks", {}).values()), {})
+    lines = ["# The run", "", f"- profile: `{run.get('config', {}).get('profile')}`", f"- seed: `{run.get('seed')}`",
+             f"- device: `{run.get('device')}` ({entry.get('device_description', 'unknown')})",
+             f"- commit: `{entry.get('git_commit')}`", f"- platform: `{entry.get('platform')}`", "",
+             "## Series timings", ""]
+    seconds = series.get("seconds", {})
+    if seconds:
+        lines += ["| notebook | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in seconds.items()]
+        lines += [f"| total | {series.get('total_seconds', sum(seconds.values())):.1f} |", ""]
+    else:
+        lines += ["No `series.json` in this run (it was not run by `run-series`).", ""]
+    lines += ["## Versions", "", "| package | version |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in versions.items()] + ["", "## Config", "", "```json",
+                                                                   json.dumps(run.get("config", {}), indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def _pipeline_figure(path: Path, chapters: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(12, 1.8))
+    for i, stem in enumerate(chapters):
+        ax.add_patch(plt.Rectangle((i * 2, 0), 1.6, 1, facecolor="#dbe9f6", edgecolor="#2b6cb0"))
+        number, name = stem.split("_", 1)
+        ax.text(i * 2 + 0.8, 0.62, f"{number} {name}", ha="center", va="center", fontsize=9, weight="bold")
+        ax.text(i * 2 + 0.8, 0.3, STEPS.get(number, "").replace(", ", ",\n"), ha="center", va="center", fontsize=8)
+        if i:
+            ax.annotate("", xy=(i * 2, 0.5), xytext=(i * 2 - 0.4, 0.5), arrowprops={"arrowstyle": "->"})
+    ax.set_xlim(-0.2, 2 * len(chapters) - 0.2)
+    ax.set_ylim(-0.1, 1.1)
+    ax.axis("off")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
