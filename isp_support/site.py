@@ -119,6 +119,7 @@ def _write_book(book: Path, run_dir: Path, executed: list[Path]) -> None:
     for sub in ("images",):
         (book / sub).mkdir()
     _pipeline_figure(book / "images" / "pipeline.png", [p.stem for p in executed])
+    _favicon(book / "images" / "favicon.png")
     metrics = _read_json(run_dir / "metrics" / "06_evaluate.json")
     (book / "index.md").write_text(_landing(metrics, [p.stem for p in executed]), encoding="utf-8")
     (book / "run.md").write_text(_run_page(_read_json(run_dir / "run.json"), _read_json(run_dir / "series.json")),
@@ -139,6 +140,8 @@ html_theme_options = {{"use_download_button": False, "use_fullscreen_button": Fa
 html_context = {{"default_mode": "light"}}
 html_show_sourcelink = False
 html_copy_source = False
+html_show_search_summary = False  # summaries fetch() each page, which file:// forbids
+html_favicon = "images/favicon.png"  # without one, browsers ask a server for /favicon.ico (a 404)
 """
 
 
@@ -212,3 +215,14 @@ def _pipeline_figure(path: Path, chapters: list[str]) -> None:
     ax.axis("off")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+
+
+def _favicon(path: Path) -> None:
+    """A 32 x 32 icon: the three sRGB primaries over a grey, the series' subject in one glance."""
+    import numpy as np
+    from PIL import Image
+
+    icon = np.full((32, 32, 3), 96, np.uint8)
+    for i, colour in enumerate(((220, 50, 47), (60, 170, 60), (40, 90, 200))):
+        icon[6 + 7 * i:11 + 7 * i, 6:26] = colour
+    Image.fromarray(icon).save(path)

@@ -38,7 +38,7 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--host-resolver-rules=MAP * ~NOTFOUND", "--no-first-run", "--disable-background-networking",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
@@ -116,9 +116,43 @@ def test_landing_page_holds_the_ablation_table_and_links_every_chapter(site, tin
                for p in REPO.glob("notebooks/[0-9][0-9]_*.ipynb"))
 
 
-def test_the_search_index_knows_the_chapters(site):
-    text = (site / "searchindex.js").read_text(encoding="utf-8")
-    assert "embed_match" in text and "Pairing quality" in text
+def test_search_works_from_file_urls_and_the_site_over_http(site):
+    import functools
+    import http.server
+    import threading
+    import time
+
+    from selenium.webdriver.common.by import By
+
+    driver = browser()
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        driver.get((site / "search.html").as_uri() + "?q=transport")
+        hits = []
+        for _ in range(80):
+            hits = driver.find_elements(By.CSS_SELECTOR, "ul.search li a")
+            if hits:
+                break
+            time.sleep(0.25)
+        pages = {h.get_attribute("href").split("/")[-1].split("#")[0] for h in hits}
+        assert "03_embed_match.html" in pages, pages
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        driver.get_log("performance")
+        driver.get(f"http://127.0.0.1:{server.server_port}/notebooks/03_embed_match.html")
+        assert "03" in driver.title
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        urls = [json.loads(e["message"])["message"]["params"]["request"]["url"] for e in driver.get_log("performance")
+                if json.loads(e["message"])["message"]["method"] == "Network.requestWillBeSent"]
+        assert urls and all(urlparse(u).scheme in LOCAL_SCHEMES or u.startswith("http://127.0.0.1:") for u in urls)
+    finally:
+        driver.quit()
+        server.shutdown()
 
 
 def test_a_run_with_a_missing_or_failed_notebook_is_refused(tiny_series, tmp_path):
