@@ -91,7 +91,7 @@ def build_site(run_dir: str | Path, notebooks_dir: str | Path, out_dir: str | Pa
     """Build the site of ``run_dir`` into ``out_dir`` (default ``RUN_DIR/site``), atomically; returns ``out_dir``.
 
     ``notebooks_dir`` is the series' source folder (it names the chapters). The run's
-    executed notebooks are rendered as they are (``execute_notebooks: off``).
+    executed notebooks are rendered as they are (``nb_execution_mode = "off"``).
     """
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / SITE_DIR
@@ -100,7 +100,8 @@ def build_site(run_dir: str | Path, notebooks_dir: str | Path, out_dir: str | Pa
         book = Path(tmp) / "book"
         _write_book(book, run_dir, executed)
         html = Path(tmp) / "html"
-        cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-q", str(book), str(html)]
+        cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-d", str(Path(tmp) / "doctrees"), str(book),
+               str(html)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise SiteError(f"sphinx-build failed ({done.returncode}):\n{done.stdout[-4000:]}{done.stderr[-4000:]}")
@@ -116,8 +117,7 @@ def _write_book(book: Path, run_dir: Path, executed: list[Path]) -> None:
     (book / "notebooks").mkdir(parents=True)
     for path in executed:
         shutil.copy2(path, book / "notebooks" / path.name)
-    for sub in ("images",):
-        (book / sub).mkdir()
+    (book / "images").mkdir()
     _pipeline_figure(book / "images" / "pipeline.png", [p.stem for p in executed])
     _favicon(book / "images" / "favicon.png")
     metrics = _read_json(run_dir / "metrics" / "06_evaluate.json")
