@@ -45,6 +45,12 @@ def browser():
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)
 
 
+def requested_urls(driver) -> list[str]:
+    """The URLs the page asked for since the performance log was last read (Chrome DevTools' network events)."""
+    messages = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
+    return [m["params"]["request"]["url"] for m in messages if m["method"] == "Network.requestWillBeSent"]
+
+
 def check_page(driver, page: Path, site: Path, shots: Path) -> dict:
     """Load ``page`` at every width; what it found (problems are assertion messages)."""
     found: dict = {"errors": [], "external": [], "broken_images": [], "broken_links": []}
@@ -54,12 +60,7 @@ def check_page(driver, page: Path, site: Path, shots: Path) -> dict:
         driver.get(page.as_uri())
         driver.execute_script("return document.readyState")
         found["errors"] += [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        for entry in driver.get_log("performance"):
-            message = json.loads(entry["message"])["message"]
-            if message["method"] == "Network.requestWillBeSent":
-                url = message["params"]["request"]["url"]
-                if urlparse(url).scheme not in LOCAL_SCHEMES:
-                    found["external"].append(url)
+        found["external"] += [url for url in requested_urls(driver) if urlparse(url).scheme not in LOCAL_SCHEMES]
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.currentSrc || i.src, i.complete, i.naturalWidth])")
         found["broken_images"] += [src for src, complete, width in images if not (complete and width > 0)]
@@ -147,8 +148,7 @@ def test_search_works_from_file_urls_and_the_site_over_http(site):
         driver.get(f"http://127.0.0.1:{server.server_port}/notebooks/03_embed_match.html")
         assert "03" in driver.title
         assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        urls = [json.loads(e["message"])["message"]["params"]["request"]["url"] for e in driver.get_log("performance")
-                if json.loads(e["message"])["message"]["method"] == "Network.requestWillBeSent"]
+        urls = requested_urls(driver)
         assert urls and all(urlparse(u).scheme in LOCAL_SCHEMES or u.startswith("http://127.0.0.1:") for u in urls)
     finally:
         driver.quit()
