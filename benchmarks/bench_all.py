@@ -39,12 +39,14 @@ import bench_matching  # noqa: E402
 import bench_preprocess  # noqa: E402
 import bench_training  # noqa: E402
 
-from isp_support import evaluation, features, inference  # noqa: E402
+from isp_support.evaluate import scoring as evaluation
+from isp_support.embed import descriptors as features
+from isp_support import inference  # noqa: E402
 from isp_support.artifacts import atomic_write_json  # noqa: E402
 from isp_support.config import load_config, project_root, resolve_device  # noqa: E402
-from isp_support.models import ColourNet  # noqa: E402
+from isp_support.train.models import ColourNet  # noqa: E402
 from isp_support.runs import device_description, package_versions  # noqa: E402
-from isp_support.weights import load_backbone  # noqa: E402
+from isp_support.embed.backbones import load_backbone  # noqa: E402
 
 MIB = 1024 * 1024
 

@@ -1,6 +1,6 @@
 """Time and peak memory of the section 4.2 matching versus scale (synthetic descriptors).
 
-Two stages, as :func:`isp_support.matching.match_dataset` runs them:
+Two stages, as :func:`isp_support.pairing.match.match_dataset` runs them:
 
 * **image**: squared-distance matrices (``C``, ``D_X``, ``D_Y``) of ``N`` source and ``N``
   target image descriptors (``--image-dim``, default 2,560) and the entropic fused
@@ -12,7 +12,7 @@ Two stages, as :func:`isp_support.matching.match_dataset` runs them:
 ``--methods knn`` times the plain kNN baseline instead (image: nearest descriptors;
 patch: the 8 nearest of all target patches).
 
-Descriptors come from :func:`isp_support.matching.synthetic_match_inputs` (scene classes
+Descriptors come from :func:`isp_support.pairing.match.synthetic_match_inputs` (scene classes
 with shared "parts" at patch level, a domain shift on the target side), so Sinkhorn
 meets the near-duplicate patches that make real problems slow; iteration counts
 are printed with the times because time is roughly proportional to them.
@@ -69,7 +69,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from isp_support.config import resolve_device  # noqa: E402
-from isp_support.matching import (  # noqa: E402
+from isp_support.pairing.match import (  # noqa: E402
     MatchingConvergenceWarning,
     fused_gw_plan,
     knn_graph,

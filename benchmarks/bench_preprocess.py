@@ -1,6 +1,6 @@
 """Throughput of the section 4.1 RAW pipeline (DemosaicNet + FFDNet): batched versus one image at a time.
 
-Both modes reuse the same loaded models (one :class:`isp_support.raw.RawPipeline`);
+Both modes reuse the same loaded models (one :class:`isp_support.pipeline.raw.RawPipeline`);
 the baseline only calls it with batches of one. Throughput is in output
 megapixels per second (a packed ``H x W`` patch gives ``2H x 2W`` pixels) and
 includes the host-to-device copy of the RAW batch and the copy of the result back.
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from isp_support.config import PreprocessConfig, resolve_device
-from isp_support.raw import RawPipeline
+from isp_support.pipeline.raw import RawPipeline
 
 
 def _sync(device: torch.device) -> None:

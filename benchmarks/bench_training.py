@@ -3,8 +3,8 @@
 Rows per patch side (``--sizes``, RGB pixels; ``--batch`` patches per step), each
 the median over ``--repeats`` timed steps after ``--warmup`` untimed ones:
 
-* **stage 1**: one step as :func:`isp_support.training.train` runs it: ColourNet
-  forward, :func:`isp_support.losses.stage1_loss` (moments, histograms, Gram, TV),
+* **stage 1**: one step as :func:`isp_support.train.loop.train` runs it: ColourNet
+  forward, :func:`isp_support.train.losses.stage1_loss` (moments, histograms, Gram, TV),
   the finiteness check (a device sync, as in training), backward, AdamW;
 * **stage 1, no Gram**: the same with ``LossWeights(gram=0)``;
 * **Gram fwd+bwd**: the Gram loss alone on a prediction that needs a gradient: the
@@ -36,9 +36,10 @@ from collections.abc import Callable
 
 import torch
 
-from isp_support import losses, training
+from isp_support.train import losses
+from isp_support.train import loop as training
 from isp_support.config import load_config, resolve_device
-from isp_support.models import ColourNet, UNetDiscriminator
+from isp_support.train.models import ColourNet, UNetDiscriminator
 from isp_support.runs import device_description
 
 

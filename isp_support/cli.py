@@ -10,7 +10,7 @@ from .config import load_config
 
 
 def _build_dataset(args: argparse.Namespace) -> int:
-    from .dataset import build_dataset
+    from .demo_data.build import build_dataset
 
     cfg = load_config(args.profile, data_dir=args.out, seed=args.seed)
     overrides = {}
@@ -25,7 +25,7 @@ def _build_dataset(args: argparse.Namespace) -> int:
 
 
 def _prepare_weights(args: argparse.Namespace) -> int:
-    from .weights import load_backbone
+    from .embed.backbones import load_backbone
 
     cfg = load_config(args.profile)
     for name in dict.fromkeys((cfg.embed.semantic_backbone, cfg.embed.style_backbone)):
@@ -74,7 +74,7 @@ def _tile(text: str) -> int | str | None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .inference import Predictor, export_folder
+    from .evaluate.inference import Predictor, export_folder
 
     predictor = Predictor(args.checkpoint, device=args.device, profile=args.profile, tile=args.tile,
                           batch_size=args.batch, preprocess_from=args.preprocess_from)
@@ -149,11 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a clean one-line error for the data and config errors users can fix
         from .config import ConfigError
         from .data import DataError
-        from .dataset import DatasetBuildError
+        from .demo_data.build import DatasetBuildError
         from .site import SiteError
 
-        from .training import TrainingError
-        from .weights import ChecksumError, WeightsUnavailableError
+        from .train.loop import TrainingError
+        from .embed.backbones import ChecksumError, WeightsUnavailableError
 
         if isinstance(exc, (DataError, ConfigError, DatasetBuildError, WeightsUnavailableError, ChecksumError,
                             TrainingError, SiteError, FileExistsError)):

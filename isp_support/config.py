@@ -116,7 +116,7 @@ class StitchConfig:
     """``paper``: mean absolute difference across each seam (supplementary A, as written);
     ``normalised``: each seam's difference divided by the same-offset difference inside
     the two patches beside it, which removes the paper score's bias towards 1 x N strips
-    (measured in ``isp_support.stitch``'s docstring and the 02_stitch notebook)."""
+    (measured in ``isp_support.pipeline.stitch``'s docstring and the 02_stitch notebook)."""
     low_confidence_ratio: float = 1.05
     """A scene is low-confidence when second-best / best score is below this."""
 
@@ -155,7 +155,7 @@ class EmbedConfig:
     cast: str = "grey_world"
     """Colour-cast normalisation of every input before it is described, for matching only: ``none``,
     ``grey_world`` (each channel scaled to the image's grey mean) or ``channel_norm`` (each channel
-    standardised; see ``isp_support.features.normalise_cast``). The source is the uncorrected
+    standardised; see ``isp_support.embed.descriptors.normalise_cast``). The source is the uncorrected
     pre-processing output, the target a finished rendering: their casts differ by construction."""
     batch_size: int = 16
 
@@ -176,7 +176,7 @@ class MatchConfig:
     top_images: int = 10
     top_patches: int = 8
     image_level: str = "paper"
-    """How the image-level plan enters the patch level (see ``isp_support.matching``): ``paper``
+    """How the image-level plan enters the patch level (see ``isp_support.pairing.match``): ``paper``
     (``w_st ∝ P_patch P_image``, section 4.2 as printed), ``candidates`` (``P_image`` only chooses the
     ``top_images`` candidates; ``w_st ∝ P_patch``), ``tempered`` (``w_st ∝ P_patch P_image^image_gamma``) or
     ``marginal`` (the patch-level OT's target marginal over the candidates follows ``P_image``)."""
@@ -287,7 +287,7 @@ class EvalConfig:
     """Split with ``gt`` to score (the demo's ``test``; the challenge keeps its test ground truth hidden)."""
     methods: tuple[str, ...] = ("floor", "random", "knn", "ot", "ot_paper", "ot_stage2", "unbalanced", "ot_experts",
                                 "ot_lut", "ot_pair_moment", "paired_pal", "paired_l1")
-    """Rows of the ablation table (keys of ``isp_support.evaluation.METHODS``), in order."""
+    """Rows of the ablation table (keys of ``isp_support.evaluate.scoring.METHODS``), in order."""
     seeds: tuple[int, ...] = ()
     """Extra training seeds for the rows in ``seed_methods``, to measure the run-to-run spread."""
     seed_methods: tuple[str, ...] = ("ot", "ot_paper", "random")
@@ -295,7 +295,7 @@ class EvalConfig:
     """Whose predictions are exported in the challenge layout (``<scene>_<idx>.png``)."""
     tile: int | str | None = "auto"
     """Tile side (RGB pixels) for whole-image rendering; ``None``: one pass however large; ``"auto"``:
-    the fastest for the device (``isp_support.inference.network_tile``). Tiles give the same result."""
+    the fastest for the device (``isp_support.evaluate.inference.network_tile``). Tiles give the same result."""
     timing_side: int = 1024
     """Inference time is measured on a ``timing_side`` x ``timing_side`` image (1 MP by default)."""
     timing_repeats: int = 3

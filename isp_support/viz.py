@@ -105,17 +105,17 @@ _REFERENCE_COLOURS = {"default (ot)": "tab:green", "random": "tab:gray", "paper"
 
 
 def knob_match(sets: Sequence, match_cfg, epsilon: float, alpha: float, *, seed: int = 0, device=None):
-    """:func:`~isp_support.matching.match_dataset` with the image-level eps and the FGW alpha replaced.
+    """:func:`~isp_support.pairing.match.match_dataset` with the image-level eps and the FGW alpha replaced.
 
-    ``sets``: the four :class:`~isp_support.matching.DescriptorSet` of
-    :func:`~isp_support.matching.descriptor_sets`; ``match_cfg``: the :class:`~isp_support.config.MatchConfig` to
+    ``sets``: the four :class:`~isp_support.pairing.match.DescriptorSet` of
+    :func:`~isp_support.pairing.match.descriptor_sets`; ``match_cfg``: the :class:`~isp_support.config.MatchConfig` to
     start from (method ``ot`` or ``unbalanced``). ``epsilon`` becomes ``image_epsilon`` (the image-level relative
     eps; the patch level keeps ``match_cfg.epsilon``), ``alpha`` the FGW trade-off. The whole graph is re-solved
     (image plan, then the patch level), convergence warnings off: the result's reports say it.
     """
     import dataclasses
 
-    from .matching import match_dataset
+    from .pairing.match import match_dataset
 
     if match_cfg.method not in ("ot", "unbalanced"):
         raise ValueError(f"the knobs act on the FGW image plan: method must be 'ot' or 'unbalanced', "
@@ -171,7 +171,7 @@ def _no_quality_panel(ax) -> None:
 
 def _knob_panels(ax_plan, ax_quality, sets, match_cfg, epsilon, alpha, scoring, references, seed, device,
                  legend=True):
-    from .pair_quality import pairing_quality
+    from .pairing.quality import pairing_quality
 
     result = knob_match(sets, match_cfg, epsilon, alpha, seed=seed, device=device)
     label = f"eps {epsilon:.3g}, alpha {alpha:.2f}"
@@ -189,7 +189,7 @@ def plan_and_quality_figure(sets: Sequence, match_cfg, epsilon: float, alpha: fl
     """Re-solve the matching for one image-level ``epsilon`` and ``alpha`` (:func:`knob_match`) and draw it.
 
     Left: the image-level plan, rows scaled to sum to 1, with its mean row entropy. Right: the label error of
-    the Y, U and V means of the resulting patch graph (:func:`isp_support.pair_quality.pairing_quality`, the
+    the Y, U and V means of the resulting patch graph (:func:`isp_support.pairing.quality.pairing_quality`, the
     per-scene patch means averaged over scenes, as in notebook 03's table) beside those of ``references``
     (``{name: PairingQuality}``, e.g. the default graph and random pairing); its title gives the graph's mean
     top-target share. ``scoring``: the keyword arguments of ``pairing_quality`` besides the graph
@@ -239,18 +239,18 @@ from typing import Any  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 LOSS_WEIGHT_KNOBS = ("mom", "luma", "chroma", "gram", "tv")
-"""The stage-1 loss weights the notebook-04 widget turns (fields of :class:`~isp_support.losses.LossWeights`)."""
+"""The stage-1 loss weights the notebook-04 widget turns (fields of :class:`~isp_support.train.losses.LossWeights`)."""
 _KNOB_STYLE = {"untrained (= input)": "tab:gray", "after the steps": "tab:orange"}
 
 
 def weighted_loss_terms(y_hat: torch.Tensor, y: torch.Tensor, weights, gram=None) -> dict[str, float]:
-    """:func:`~isp_support.losses.stage1_loss`'s terms of ``y_hat`` against ``y``, each times its weight.
+    """:func:`~isp_support.train.losses.stage1_loss`'s terms of ``y_hat`` against ``y``, each times its weight.
 
     One entry per :data:`LOSS_WEIGHT_KNOBS` (0.0 for a term whose weight is 0: ``stage1_loss`` does not compute
     it), ``pal`` when weighted, and ``total`` (``stage1_loss``'s, the sum of the others). No gradients.
-    ``gram``: the :class:`~isp_support.losses.GramLoss` (needed unless ``weights.gram == 0``).
+    ``gram``: the :class:`~isp_support.train.losses.GramLoss` (needed unless ``weights.gram == 0``).
     """
-    from .losses import stage1_loss
+    from .train.losses import stage1_loss
 
     with torch.no_grad():
         _, terms = stage1_loss(y_hat, y, weights, gram)
@@ -265,7 +265,7 @@ class FewSteps:
     """What a few gradient steps on one fixed batch do (:func:`few_step_rendering`); tensors on the CPU."""
 
     weights: Any
-    """The :class:`~isp_support.losses.LossWeights` used."""
+    """The :class:`~isp_support.train.losses.LossWeights` used."""
     steps: int
     """Optimiser steps taken (0 when every weight is 0: nothing to descend)."""
     lr: float
@@ -299,16 +299,16 @@ def few_step_rendering(x: torch.Tensor, y: torch.Tensor, weights, gram, cfg, ste
 
     The network is ``ColourNet(hidden=cfg.train.hidden, head=cfg.train.head)`` built under ``torch.manual_seed(seed)``
     (the global random state is restored afterwards), the optimiser AdamW at ``cfg.train.lr`` and
-    ``cfg.train.weight_decay``, the loss :func:`~isp_support.losses.stage1_loss` with ``weights`` against ``y``
-    (``gram``: the :class:`~isp_support.losses.GramLoss`, on ``device``; may be ``None`` when ``weights.gram == 0``).
+    ``cfg.train.weight_decay``, the loss :func:`~isp_support.train.losses.stage1_loss` with ``weights`` against ``y``
+    (``gram``: the :class:`~isp_support.train.losses.GramLoss`, on ``device``; may be ``None`` when ``weights.gram == 0``).
     Every step sees the same batch: ``x`` and ``y`` (``(B, 3, H, W)``) centre-cropped to ``crop`` pixels (``None``:
     whole patches), which keeps one call to a few seconds on two CPU cores. A step whose loss is not finite is
     skipped, as in training. Deterministic for a seed on a given device.
     """
     import time
 
-    from .losses import stage1_loss
-    from .models import ColourNet
+    from .train.losses import stage1_loss
+    from .train.models import ColourNet
 
     t0 = time.perf_counter()
     xs, ys = _centre_crop(x, crop).float().to(device), _centre_crop(y, crop).float().to(device)

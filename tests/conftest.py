@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from isp_support.config import load_config
-from isp_support.dataset import build_dataset
+from isp_support.demo_data.build import build_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

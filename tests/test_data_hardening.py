@@ -99,7 +99,7 @@ def test_special_files_never_block(ds, kind):
 
 
 def test_preprocess_refuses_a_fifo_instead_of_hashing_it(ds, tmp_path):
-    from isp_support import raw
+    from isp_support.pipeline import raw
     from isp_support.config import PreprocessConfig
 
     os.mkfifo(ds / "train" / "raws" / "scene_a_4.npy")
@@ -199,7 +199,7 @@ def test_missing_file_message(tmp_path):
 def test_preprocessed_outputs_of_deleted_inputs_are_removed(ds, tmp_path):
     import json
 
-    from isp_support import raw
+    from isp_support.pipeline import raw
     from isp_support.config import PreprocessConfig
 
     cfg = PreprocessConfig(demosaicker="bilinear", denoiser="none")

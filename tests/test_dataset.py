@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from isp_support import dataset as B
+from isp_support.demo_data import build as B
 from isp_support.config import DatasetConfig, load_config
 from isp_support.data import UnreadableFileError, open_dataset, parse_patch_name, read_raw, read_rgb
-from isp_support.photos import Photo, folder_photos, load_photo, wheel_photos
-from isp_support.unprocess import Capture, Sensor, noise_variance, unprocess
+from isp_support.demo_data.photos import Photo, folder_photos, load_photo, wheel_photos
+from isp_support.demo_data.unprocess import Capture, Sensor, noise_variance, unprocess
 
 
 def manifest(root):

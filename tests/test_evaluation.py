@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from isp_support import evaluation
+from isp_support.evaluate import scoring as evaluation
 from isp_support.config import load_config
-from isp_support.models import ColourNet
+from isp_support.train.models import ColourNet
 
 
 def fake_test_set(scenes=("a", "b"), grid=(2, 3), side=12, seed=0) -> evaluation.TestSet:
@@ -157,7 +157,7 @@ def test_regret_is_kept_minus_best_and_never_positive():
 
 
 def test_epoch_scores_render_every_saved_epoch(tmp_path):
-    from isp_support import training
+    from isp_support.train import loop as training
     from isp_support.artifacts import atomic_write_bytes
 
     test = fake_test_set()

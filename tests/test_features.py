@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from isp_support import colour, features
+from isp_support import colour
+from isp_support.embed import descriptors as features
 
 
 def test_soft_histograms_on_hand_made_values():

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from isp_support import inference
+from isp_support.evaluate import inference
 from isp_support.cli import main
 from isp_support.config import PreprocessConfig, load_config
 from isp_support.data import DataError
-from isp_support.models import ColourNet
-from isp_support.raw import RawPipeline
+from isp_support.train.models import ColourNet
+from isp_support.pipeline.raw import RawPipeline
 
 
 def _net(head: str = "1x1", seed: int = 0) -> ColourNet:
@@ -155,7 +155,7 @@ FAST = PreprocessConfig(demosaicker="bilinear", denoiser="none")
 
 
 def save_checkpoint(path, seed: int = 0, preprocess: PreprocessConfig | None = FAST, **entries):
-    """A ``best.pt`` as :func:`isp_support.training.train` writes it (``preprocess=None``: one written before
+    """A ``best.pt`` as :func:`isp_support.train.loop.train` writes it (``preprocess=None``: one written before
     checkpoints recorded their pre-processing); ``entries`` are added or replace the standard ones."""
     state = {"model": _net(seed=seed).state_dict(), "model_args": {"hidden": 128, "head": "1x1"}, "epoch": 0,
              "figures": {}, "preprocess": None if preprocess is None else dataclasses.asdict(preprocess)}

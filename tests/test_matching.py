@@ -1,4 +1,4 @@
-"""Image- and patch-level OT matching (isp_support.matching): small, hand-checkable CPU cases."""
+"""Image- and patch-level OT matching (isp_support.pairing.match): small, hand-checkable CPU cases."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from scipy import stats
 
 from isp_support.config import MatchConfig
-from isp_support.matching import (
+from isp_support.pairing.match import (
     DescriptorSet,
     MatchingConvergenceWarning,
     PairGraph,

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from isp_support import models
-from isp_support.losses import hinge_d_loss, hinge_g_loss
-from isp_support.models import ColourNet, ExpertCommittee, LUT3D, UNetDiscriminator, clamp01, count_parameters
+from isp_support.train import models
+from isp_support.train.losses import hinge_d_loss, hinge_g_loss
+from isp_support.train.models import ColourNet, ExpertCommittee, LUT3D, UNetDiscriminator, clamp01, count_parameters
 
 CONV_PART = 3 * 128 * 9 + 128 + 128 * 3 * 9 + 3  # 7,043
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from kornia.color import rgb_to_yuv
 
-from isp_support import pair_quality
-from isp_support.matching import PairGraph
-from isp_support.pair_quality import ColourStats
+from isp_support.pairing import quality as pair_quality
+from isp_support.pairing.match import PairGraph
+from isp_support.pairing.quality import ColourStats
 
 
 def _stats(ids, moments, hist_y, hist_uv):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from isp_support import photos as P
+from isp_support.demo_data import photos as P
 from isp_support.data import ShapeError, UnreadableFileError
 
 DEP5 = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/

@@ -12,12 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from isp_support import inference, training
+from isp_support.evaluate import inference
+from isp_support.train import loop as training
 from isp_support.artifacts import sha256_file
 from isp_support.cli import main
 from isp_support.config import ConfigError, load_config
 from isp_support.data import DataError
-from isp_support.raw import pipeline_settings
+from isp_support.pipeline.raw import pipeline_settings
 from tests.test_inference import FAST, _net, save_checkpoint, write_dng
 from tests.test_training import cfg_for, quiet, run  # noqa: F401  (``run`` is a fixture)
 
@@ -359,7 +360,7 @@ def test_training_records_the_preprocessing_in_the_checkpoint(tiny_dataset, run)
 
 
 def test_model_args_asking_for_a_huge_network_are_refused_before_allocating(tmp_path):
-    from isp_support.training import TrainingError, read_checkpoint
+    from isp_support.train.loop import TrainingError, read_checkpoint
 
     torch.save({"model": {}, "model_args": {"hidden": 128, "head": "lut", "lut_size": 10 ** 6}}, tmp_path / "big.pt")
     with pytest.raises(TrainingError, match="out of range"):
@@ -370,7 +371,7 @@ def test_a_fifo_input_and_a_file_as_output_folder_are_named_errors(tmp_path):
     import os
 
     from isp_support.data import UnreadableFileError
-    from isp_support.inference import PredictError, _inputs, export_folder
+    from isp_support.evaluate.inference import PredictError, _inputs, export_folder
 
     (tmp_path / "in").mkdir()
     os.mkfifo(tmp_path / "in" / "x.npy")

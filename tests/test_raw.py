@@ -1,4 +1,4 @@
-"""Tests of the section 4.1 RAW pipeline (isp_support.raw), all on the CPU."""
+"""Tests of the section 4.1 RAW pipeline (isp_support.pipeline.raw), all on the CPU."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from isp_support import raw
+from isp_support.pipeline import raw
 from isp_support.config import PreprocessConfig
 
 FAST = PreprocessConfig(demosaicker="bilinear", denoiser="none", batch_size=2)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from isp_support import stitch as S
+from isp_support.pipeline import stitch as S
 from isp_support.config import StitchConfig
 from isp_support.data import Patch, Scene
 

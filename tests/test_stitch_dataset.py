@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from isp_support import stitch
+from isp_support.pipeline import stitch
 from isp_support.config import PreprocessConfig, StitchConfig, load_config
 from isp_support.data import open_dataset, read_rgb
-from isp_support.dataset import build_dataset
-from isp_support.raw import load_preprocessed, preprocess_split
+from isp_support.demo_data.build import build_dataset
+from isp_support.pipeline.raw import load_preprocessed, preprocess_split
 
 
 def true_grids(root):

@@ -11,12 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from isp_support import losses, training
+from isp_support.train import losses
+from isp_support.train import loop as training
 from isp_support.config import PreprocessConfig, load_config
 from isp_support.data import open_dataset
-from isp_support.matching import random_graph
-from isp_support.models import ColourNet
-from isp_support.raw import preprocess_split
+from isp_support.pairing.match import random_graph
+from isp_support.train.models import ColourNet
+from isp_support.pipeline.raw import preprocess_split
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from isp_support import unprocess as U
-from isp_support.look import PhoneLook, render_look, to_uint8
+from isp_support.demo_data import unprocess as U
+from isp_support.demo_data.look import PhoneLook, render_look, to_uint8
 
 
 def test_inverse_smoothstep_inverts_smoothstep():

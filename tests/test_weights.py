@@ -1,4 +1,4 @@
-"""Tests of the backbone weights layer (isp_support.weights): offline, CPU, no hub access.
+"""Tests of the backbone weights layer (isp_support.embed.backbones): offline, CPU, no hub access.
 
 Hub backbones are exercised with randomly initialised checkpoints written to temporary
 files and fake hub caches in the hubs' own layouts (torchvision ``<name>-<sha256 prefix>.pth``,
@@ -18,10 +18,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from isp_support import weights
+from isp_support.embed import backbones as weights
 from isp_support.artifacts import sha256_file
 from isp_support.config import EmbedConfig
-from isp_support.weights import (ChecksumError, WeightsUnavailableError, load_backbone, load_dinov2,
+from isp_support.embed.backbones import (ChecksumError, WeightsUnavailableError, load_backbone, load_dinov2,
                                  load_vgg16_offline, load_vgg19, offline_vgg16, read_state_dict)
 
 HF_REPO_DIR = "models--timm--vit_small_patch14_dinov2.lvd142m"

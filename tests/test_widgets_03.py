@@ -7,9 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from isp_support import matching, pair_quality, viz
+from isp_support.pairing import match as matching
+from isp_support.pairing import quality as pair_quality
+from isp_support import viz
 from isp_support.config import MatchConfig
-from isp_support.pair_quality import ColourStats
+from isp_support.pairing.quality import ColourStats
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from isp_support import losses, viz
+from isp_support.train import losses
+from isp_support import viz
 from isp_support.config import profile_config
 
 CFG = profile_config("tiny")

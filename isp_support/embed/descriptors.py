@@ -44,9 +44,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .artifacts import atomic_save_npy, atomic_write_json
-from .colour import uv_histogram, y_histogram
-from .config import CASTS
+from ..artifacts import atomic_save_npy, atomic_write_json
+from ..colour import uv_histogram, y_histogram
+from ..config import CASTS
 
 SKETCH_SEED = 0
 SIZE_MULTIPLE = 14
@@ -283,7 +283,7 @@ def _npy_shape(path: Path) -> tuple[int, ...]:
 
 
 def _png_or_jpeg(path: Path) -> Callable[[], np.ndarray]:
-    from .data import read_rgb
+    from ..data import read_rgb
 
     return lambda: read_rgb(path).astype(np.float32) / 255.0
 
@@ -297,9 +297,9 @@ def matching_items(dataset, run_dir: str | Path, split: str = "train") -> dict[s
     """
     from PIL import Image
 
-    from .artifacts import sha256_file
-    from .raw import output_path
-    from .stitch import STITCHED_DIR
+    from ..artifacts import sha256_file
+    from ..pipeline.raw import output_path
+    from ..pipeline.stitch import STITCHED_DIR
 
     run_dir = Path(run_dir)
     part = dataset[split]

@@ -3,13 +3,13 @@
 The NTIRE 2026 data cannot be downloaded here, and a course needs something
 that runs anywhere, so this module makes a set in the same layout (see
 :mod:`isp_support.data`) from real photos available offline
-(:mod:`isp_support.photos`):
+(:mod:`isp_support.demo_data.photos`):
 
 * **Source domain** (``train/raws``): photos unprocessed into 10-bit RGGB RAW
-  by :mod:`isp_support.unprocess` (one simulated sensor per dataset, one
+  by :mod:`isp_support.demo_data.unprocess` (one simulated sensor per dataset, one
   illuminant and noise level per scene).
 * **Target domain** (``train/jpegs``): *other* photos rendered with the
-  target phone look (:mod:`isp_support.look`), JPEG quality 95.
+  target phone look (:mod:`isp_support.demo_data.look`), JPEG quality 95.
 * **Test split** (``test/raws`` + ``test/gt``): held-out photos as RAW, with
   their target-look renderings as ground truth.
 * ``train/gt``: target-look renderings of the *source* photos, only for paired
@@ -45,9 +45,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import __version__
-from .artifacts import atomic_directory, atomic_save_npy, atomic_write_bytes, atomic_write_json, sha256_file
-from .config import DatasetConfig
+from .. import __version__
+from ..artifacts import atomic_directory, atomic_save_npy, atomic_write_bytes, atomic_write_json, sha256_file
+from ..config import DatasetConfig
 from .look import PhoneLook, render_look, to_uint8
 from .photos import Photo, PhotoSourceUnavailable, debian_photos, folder_photos, load_photo, wheel_photos
 from .unprocess import Capture, Sensor, sample_capture, sample_sensor, synthesize_raw
@@ -296,7 +296,7 @@ def build_dataset(out: str | Path, cfg: DatasetConfig, seed: int = 0, cache_dir:
             "builder_version": BUILDER_VERSION, "isp_support_version": __version__,
             "build_key": key, "seed": seed, "config": asdict(cfg),
             "sensor": asdict(sensor), "look": look.to_dict(),
-            "unprocessing": "Brooks et al. 2019 (CVPR), see isp_support.unprocess",
+            "unprocessing": "Brooks et al. 2019 (CVPR), see isp_support.demo_data.unprocess",
             "counts": counts, "scenes": records,
             "files": dict(sorted(files.items())), "contact_sheet": contact,
         }

@@ -61,8 +61,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
-from .config import BACKBONES, EmbedConfig, project_root
+from ..artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from ..config import BACKBONES, EmbedConfig, project_root
 
 __all__ = [
     "BACKBONES",

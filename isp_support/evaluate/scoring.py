@@ -4,7 +4,7 @@
   on random, kNN, OT (the paper) and unbalanced-OT pairs, OT + stage 2 with the U-Net or the
   expert committee, the 3D-LUT head, and the paired upper bounds (PAL, L1).
 * :func:`train_method`: trains (or loads, or resumes) a row's network with
-  :func:`isp_support.training.train`; extra seeds get their own run folders.
+  :func:`isp_support.train.loop.train`; extra seeds get their own run folders.
 * :class:`TestSet`: the scored split's pre-processed patches and full images with their ground truth.
 * :func:`score_patches` / :func:`score_images`: PSNR, SSIM and CIEDE2000 per patch and per full
   image (rendered in one pass, or tiled with overlap), as tidy tables.
@@ -29,12 +29,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import inference, metrics, training
-from .config import Config
-from .data import open_dataset, read_rgb
-from .models import count_parameters
-from .raw import load_preprocessed
-from .stitch import STITCHED_DIR, load_stitched
+from . import inference, metrics
+from ..train import loop as training
+from ..config import Config
+from ..data import open_dataset, read_rgb
+from ..train.models import count_parameters
+from ..pipeline.raw import load_preprocessed
+from ..pipeline.stitch import STITCHED_DIR, load_stitched
 
 __all__ = ["METHODS", "METRICS", "EvaluationError", "Method", "TestSet", "ablation_table", "compare_to",
            "load_test_set", "method_config", "model_info", "render_patchwise", "render_scene", "run_name",
@@ -196,7 +197,7 @@ def render_scene(model: torch.nn.Module | None, test: TestSet, scene: str, devic
 
 def render_patchwise(model: torch.nn.Module | None, test: TestSet, scene: str, device: str = "cpu") -> torch.Tensor:
     """The same image assembled from the network's per-patch outputs (what a patch-wise submission shows)."""
-    from .stitch import assemble
+    from ..pipeline.stitch import assemble
 
     idx = [i for i, s in enumerate(test.patch_scenes) if s == scene]
     x = test.inputs[idx].float()

@@ -109,9 +109,9 @@ from typing import Any, NamedTuple, Union
 import numpy as np
 import torch
 
-from .config import SEAM_SCORES as SCORES
-from .config import StitchConfig
-from .data import RAW_EXT, Scene, read_raw, read_rgb
+from ..config import SEAM_SCORES as SCORES
+from ..config import StitchConfig
+from ..data import RAW_EXT, Scene, read_raw, read_rgb
 
 Layout = tuple[int, int]
 """``(rows, cols)``."""
@@ -555,7 +555,7 @@ def stitch_dataset(dataset: Any, run_dir: str | Path, cfg: StitchConfig = _DEFAU
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from .artifacts import atomic_save_npy, atomic_write_bytes, atomic_write_json
+    from ..artifacts import atomic_save_npy, atomic_write_bytes, atomic_write_json
     from .raw import load_preprocessed
 
     run_dir = Path(run_dir)

@@ -25,7 +25,7 @@ target image, and the product ``P_patch x P_image`` pins every patch of that sou
 target image, whatever the patch shows. ``MatchConfig.image_level`` chooses how much the image level
 decides (``paper``, ``tempered``, ``candidates``, ``marginal``; :func:`patch_plans`), and
 ``image_epsilon`` / ``image_tau`` soften or relax the image plan alone. Which works is measured, not
-assumed: :mod:`isp_support.pair_quality` scores every graph against ground truth where a data set has
+assumed: :mod:`isp_support.pairing.quality` scores every graph against ground truth where a data set has
 it, and notebook 03 compares them.
 
 Reading of equation 3
@@ -199,9 +199,9 @@ import numpy as np
 import ot
 import torch
 
-from .artifacts import atomic_save_npy, atomic_write_bytes, atomic_write_json
-from .config import IMAGE_LEVELS, MatchConfig
-from .config import MATCH_METHODS as METHODS
+from ..artifacts import atomic_save_npy, atomic_write_bytes, atomic_write_json
+from ..config import IMAGE_LEVELS, MatchConfig
+from ..config import MATCH_METHODS as METHODS
 
 PAPER_IMAGE_LEVEL = {"image_level": "paper", "image_epsilon": None, "image_tau": None}
 """The :class:`MatchConfig` fields that give section 4.2 as printed (with ``EmbedConfig.cast="none"``)."""
@@ -1595,7 +1595,7 @@ def descriptor_sets(items: dict[str, Sequence[Any]], desc: dict[str, Any],
     """``(source_images, target_images, source_patches, target_patches)`` for :func:`match_dataset`.
 
     ``items``/``desc``: the item lists (anything with an ``id``) and descriptor arrays of
-    :func:`isp_support.features.matching_items` / :func:`~isp_support.features.matching_descriptors`;
+    :func:`isp_support.embed.descriptors.matching_items` / :func:`~isp_support.embed.descriptors.matching_descriptors`;
     ``parents[patch_id]`` is the scene of a patch.
     """
     names = ("source_images", "target_images", "source_patches", "target_patches")

@@ -66,9 +66,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .artifacts import atomic_save_npy, atomic_write_json, sha256_file
-from .config import DEMOSAICKERS, DENOISERS, STORE_DTYPES, PreprocessConfig, resolve_device
-from .data import ChallengeDataset, Patch, open_dataset, read_raw
+from ..artifacts import atomic_save_npy, atomic_write_json, sha256_file
+from ..config import DEMOSAICKERS, DENOISERS, STORE_DTYPES, PreprocessConfig, resolve_device
+from ..data import ChallengeDataset, Patch, open_dataset, read_raw
 
 STAGES = ("normalize", "white_balance", "demosaic", "denoise", "gamma")
 SKIPPABLE_STAGES = ("white_balance", "denoise", "gamma")

@@ -21,7 +21,7 @@ pseudo-paired target.
   a closed-form ridge-regularised affine colour fit of the prediction to the
   target before a pixel loss.
 * :class:`LossWeights`, :func:`stage1_loss`: the weighted sum of eq. 13 without the adversarial term
-  (stage 2 adds it in :mod:`isp_support.training`).
+  (stage 2 adds it in :mod:`isp_support.train.loop`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .colour import uv_histogram, y_histogram
+from ..colour import uv_histogram, y_histogram
 
 __all__ = [
     "INPUT_SCALE_CORRECTION",
@@ -148,7 +148,7 @@ class GramLoss(nn.Module):
     """Eq. 9: ``sum_l ||G_l(y_hat) - G_l(y*)||_F^2`` on a frozen backbone, averaged over the batch.
 
     ``backbone`` is any module with ``features_at(x, layers) -> {name: (B, C, H, W)}``
-    taking RGB in [0, 1] (the VGG wrappers of :mod:`isp_support.weights`); ``layers``
+    taking RGB in [0, 1] (the VGG wrappers of :mod:`isp_support.embed.backbones`); ``layers``
     defaults to its ``style_layers`` (VGG19 relu1_1..relu5_1, offline VGG16
     relu1_2..relu5_3). Gram matrices are normalised by ``C * H * W``
     (:func:`gram_matrix`). ``scale`` multiplies the result (1 for the paper's loss).
@@ -185,7 +185,7 @@ class GramLoss(nn.Module):
         self.reduction = reduction
         self.backbone_name = name or type(backbone).__name__
         self.weights_info: Any = None
-        """The backbone's :class:`~isp_support.weights.WeightsInfo` when built by :func:`gram_loss_for`."""
+        """The backbone's :class:`~isp_support.embed.backbones.WeightsInfo` when built by :func:`gram_loss_for`."""
 
     def train(self, mode: bool = True) -> "GramLoss":
         super().train(mode)
@@ -224,7 +224,7 @@ def gram_loss_for(cfg: Any, device: str | torch.device = "cpu", log: Callable[[s
     ``cfg`` is a :class:`~isp_support.config.Config` (its ``embed``) or an
     :class:`~isp_support.config.EmbedConfig`. With ``style_backbone='vgg19'`` (the
     paper's, and the ``full`` profile's) VGG19 is loaded; when its weights are not
-    available (:class:`~isp_support.weights.WeightsUnavailableError`) the offline
+    available (:class:`~isp_support.embed.backbones.WeightsUnavailableError`) the offline
     ImageNet VGG16 is used instead and the line says so, with the reason. With
     ``style_backbone='vgg16_offline'`` (the ``tiny`` / ``demo`` profiles) VGG19 is
     not tried, so those profiles never download anything. Other loading errors
@@ -242,7 +242,7 @@ def gram_loss_for(cfg: Any, device: str | torch.device = "cpu", log: Callable[[s
     ~1e10 for pseudo pairs (``"sum"``), mostly relu1_2..relu3_3. ``scale=None``
     divides that factor out.
     """
-    from .weights import WeightsUnavailableError, load_backbone
+    from ..embed.backbones import WeightsUnavailableError, load_backbone
 
     embed = getattr(cfg, "embed", cfg)
     wanted = embed.style_backbone

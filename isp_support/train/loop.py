@@ -14,15 +14,15 @@
   ``TrainConfig.crop`` the source and target crops of a pair share their fractional
   offsets, so they cover the same relative window (for pseudo pairs as for true ones).
 * **Losses.** Stage 1: the paper's eq. 13 without the adversarial term
-  (:func:`isp_support.losses.stage1_loss`). ``paired`` trains either plain L1 or
+  (:func:`isp_support.train.losses.stage1_loss`). ``paired`` trains either plain L1 or
   the colour terms against the true rendering plus PAL. Stage 2 starts from the
   stage-1 checkpoint, adds ``adv * L_adv`` from a spectral-norm U-Net
   discriminator (or the expert committee) trained with the hinge loss on
   target-domain patches, and lowers the moment and TV weights.
 * **Validation** after every epoch (and before the first, epoch 0: the starting
   network) on the held-out patches: the colour distance of the predictions to the
-  target domain (:func:`isp_support.metrics.colour_distance`), the structure
-  fidelity of output to input (:func:`isp_support.metrics.structure_fidelity`,
+  target domain (:func:`isp_support.evaluate.metrics.colour_distance`), the structure
+  fidelity of output to input (:func:`isp_support.evaluate.metrics.structure_fidelity`,
   1 = unchanged structure) and a held-out loss (:class:`HeldOutLoss`): for the
   unpaired modes ``pseudo_loss``, the stage-1 loss against pseudo-targets drawn
   once from the pair graph (no ground truth), for ``paired`` ``paired_loss``, its
@@ -66,13 +66,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from . import losses
-from .artifacts import atomic_write_bytes, atomic_write_json, sha256_file
-from .config import CHECKPOINT_RULES, PAIRINGS, Config, PreprocessConfig
-from .data import DataError, open_dataset, read_rgb, require_regular_file
-from .matching import PairGraph
-from .metrics import SlicedReference, structure_fidelity, ssim_luma, yuv_pixels
+from ..artifacts import atomic_write_bytes, atomic_write_json, sha256_file
+from ..config import CHECKPOINT_RULES, PAIRINGS, Config, PreprocessConfig
+from ..data import DataError, open_dataset, read_rgb, require_regular_file
+from ..pairing.match import PairGraph
+from ..evaluate.metrics import SlicedReference, structure_fidelity, ssim_luma, yuv_pixels
 from .models import ColourNet, ExpertCommittee, UNetDiscriminator, count_parameters
-from .raw import output_path
+from ..pipeline.raw import output_path
 
 __all__ = ["CHECKPOINT_RULES", "PAIRINGS", "HeldOutLoss", "PairSource", "TrainResult", "TrainingError", "Validator",
            "checkpoint_rule", "epoch_models", "epoch_plan", "kept_epoch", "load_epoch", "load_model", "loss_weights",

@@ -24,7 +24,7 @@ lands on its single heaviest target image; 1 means every pseudo-target of the sc
 target image (the near-permutation image plan of the issue this module was written for), ``1 / #targets``
 an even spread.
 
-The ground truth is read only here, to score; nothing in :mod:`isp_support.matching` sees it.
+The ground truth is read only here, to score; nothing in :mod:`isp_support.pairing.match` sees it.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ import pandas as pd
 import torch
 from kornia.color import rgb_to_yuv
 
-from .colour import uv_histogram, y_histogram
-from .matching import PairGraph
+from ..colour import uv_histogram, y_histogram
+from .match import PairGraph
 
 MOMENTS = ("Y mean", "U mean", "V mean", "Y sd", "U sd", "V sd")
 FIGURES = (*MOMENTS, "histogram")
@@ -77,7 +77,7 @@ def colour_stats(rgb: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def load_colour_stats(files: Mapping[str, Path], batch_size: int = 64) -> ColourStats:
     """Statistics of image files (``{id: path}``, PNG or JPEG), read and described in batches of equal size."""
-    from .data import read_rgb
+    from ..data import read_rgb
 
     ids = tuple(sorted(files))
     parts: dict[str, tuple[np.ndarray, ...]] = {}

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
-from .config import ConfigError, PreprocessConfig, config_from_dict, load_config, resolve_device
-from .data import DataError, UnreadableFileError, read_raw, require_regular_file
-from .raw import FFDNetUnavailableError, RawPipeline, RawPipelineError, pipeline_settings
+from ..artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from ..config import ConfigError, PreprocessConfig, config_from_dict, load_config, resolve_device
+from ..data import DataError, UnreadableFileError, read_raw, require_regular_file
+from ..pipeline.raw import FFDNetUnavailableError, RawPipeline, RawPipelineError, pipeline_settings
 
 __all__ = ["CAMERA_RAW_SUFFIXES", "PIPELINE_CONTEXT", "PIPELINE_TILE", "PredictError", "Predictor", "export_folder",
            "network_tile", "predict", "read_camera_raw", "render", "save_png", "tiled", "to_uint8"]
@@ -238,7 +238,7 @@ def _preprocess(checkpoint: Path, recorded: Any, profile: str | None,
 class Predictor:
     """A trained network with the pre-processing it was trained behind.
 
-    ``checkpoint``: a ``best.pt`` of :func:`isp_support.training.train`, which records the pre-processing
+    ``checkpoint``: a ``best.pt`` of :func:`isp_support.train.loop.train`, which records the pre-processing
     settings the network was trained behind. ``preprocess_from`` (a run's ``run.json``) or ``profile``
     (its defaults) replaces them; one of the two is needed for checkpoints written before they recorded
     them. No other file is read; :attr:`config_source` says where the settings came from. Bad settings, a
@@ -249,7 +249,7 @@ class Predictor:
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", profile: str | None = None,
                  tile: int | str | None = "auto", batch_size: int = 16, preprocess_from: str | Path | None = None):
-        from .training import read_checkpoint
+        from ..train.loop import read_checkpoint
 
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch size (--batch) must be a positive number of patches, got {batch_size!r}")

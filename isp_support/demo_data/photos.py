@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .artifacts import sha256_file
-from .data import ShapeError, UnreadableFileError
+from ..artifacts import sha256_file
+from ..data import ShapeError, UnreadableFileError
 
 PHOTO_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
 
