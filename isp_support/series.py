@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .artifacts import atomic_write_json
 from .config import Config
+from .runs import RunLayout
 
 HEADLESS_ENV = "ISP_HEADLESS"
 """Set while :func:`run_series` runs the notebooks (and by ``make nbval``): no front end will show a widget."""
@@ -40,7 +41,7 @@ def run_series(cfg: Config, notebooks_dir: str | Path = "notebooks", only: list[
     if not notebooks:
         log(f"no notebooks matching NN_name.ipynb in {Path(notebooks_dir).resolve()}: nothing to run")
         return []
-    out_dir = Path(cfg.run_dir) / "notebooks"
+    out_dir = RunLayout(cfg.run_dir).notebooks
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = os.environ.get(HEADLESS_ENV)
     os.environ[HEADLESS_ENV] = "1"  # the kernels papermill starts inherit it: widget cells print a note
@@ -67,6 +68,6 @@ def _execute(cfg: Config, notebooks: list[Path], out_dir: Path, log) -> list[Pat
         seconds[nb.stem] = round(time.perf_counter() - start, 2)
         log(f"    done in {seconds[nb.stem]:.1f} s -> {target}")
         executed.append(target)
-        atomic_write_json(Path(cfg.run_dir) / "series.json", {"profile": cfg.profile, "seconds": seconds,
+        atomic_write_json(RunLayout(cfg.run_dir).series, {"profile": cfg.profile, "seconds": seconds,
                                                              "total_seconds": round(sum(seconds.values()), 2)})
     return executed

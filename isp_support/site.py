@@ -29,9 +29,9 @@ from typing import Any
 import nbformat
 
 from .artifacts import atomic_directory
+from .runs import RunLayout
 from .series import series_notebooks
 
-SITE_DIR = "site"
 """Where ``make site`` writes the site inside the run folder: ``RUN_DIR/site/index.html``."""
 TITLE = "Unpaired smartphone ISP with semantic pseudo-pairing"
 STEPS = {"01": "fixed RAW pipeline", "02": "grids, full images", "03": "descriptors, FGW + patch OT",
@@ -60,10 +60,10 @@ def executed_notebooks(run_dir: str | Path, notebooks_dir: str | Path) -> list[P
     """The run's executed copy of every series notebook; a missing one or one with an error is a :class:`SiteError`."""
     run_dir = Path(run_dir)
     names = [p.name for p in series_notebooks(notebooks_dir)]
-    executed = [run_dir / "notebooks" / name for name in names]
+    executed = [RunLayout(run_dir).notebooks / name for name in names]
     missing = [p.name for p in executed if not p.is_file()]
     if missing:
-        raise SiteError(f"{run_dir / 'notebooks'}: no executed {', '.join(missing)}; run the series first "
+        raise SiteError(f"{RunLayout(run_dir).notebooks}: no executed {', '.join(missing)}; run the series first "
                         f"(make demo, or isp-support run-series --run-dir {run_dir})")
     for path in executed:
         error = _first_error(path)
@@ -94,7 +94,7 @@ def build_site(run_dir: str | Path, notebooks_dir: str | Path, out_dir: str | Pa
     executed notebooks are rendered as they are (``nb_execution_mode = "off"``).
     """
     run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / SITE_DIR
+    out_dir = Path(out_dir) if out_dir is not None else RunLayout(run_dir).site
     executed = executed_notebooks(run_dir, notebooks_dir)
     with tempfile.TemporaryDirectory(prefix="isp-site-") as tmp:
         book = Path(tmp) / "book"
@@ -120,9 +120,10 @@ def _write_book(book: Path, run_dir: Path, executed: list[Path]) -> None:
     (book / "images").mkdir()
     _pipeline_figure(book / "images" / "pipeline.png", [p.stem for p in executed])
     _favicon(book / "images" / "favicon.png")
-    metrics = _read_json(run_dir / "metrics" / "06_evaluate.json")
+    layout = RunLayout(run_dir)
+    metrics = _read_json(layout.metrics("06_evaluate"))
     (book / "index.md").write_text(_landing(metrics, [p.stem for p in executed]), encoding="utf-8")
-    (book / "run.md").write_text(_run_page(_read_json(run_dir / "run.json"), _read_json(run_dir / "series.json")),
+    (book / "run.md").write_text(_run_page(_read_json(layout.record), _read_json(layout.series)),
                                  encoding="utf-8")
     (book / "conf.py").write_text(_CONF, encoding="utf-8")
 

@@ -65,3 +65,32 @@ def test_a_fifo_run_record_is_named_not_read(cfg):
     os.mkfifo(path)
     with pytest.raises(RunRecordError, match="cannot be read: not a regular file \\(a FIFO\\)"):
         init_run(cfg)
+
+
+def test_run_layout_names_every_notebooks_output(tmp_path):
+    from isp_support.runs import RunLayout
+
+    layout = RunLayout(tmp_path)
+    assert layout == RunLayout(str(tmp_path))
+    assert layout.record == tmp_path / RUN_RECORD
+    assert layout.metrics("03_embed_match") == tmp_path / "metrics" / "03_embed_match.json"
+    assert layout.preprocessed == tmp_path / "preprocessed"
+    assert layout.stitched == tmp_path / "stitched"
+    assert layout.features == tmp_path / "match" / "features"
+    assert layout.patch_graph("ot") == tmp_path / "match" / "ot" / "patch_graph.npz"
+    assert layout.training("stage1_ot") == tmp_path / "train" / "stage1_ot"
+    assert layout.evaluation == tmp_path / "eval"
+
+
+@pytest.mark.parametrize("stage, pairing, change, extra_seed, expected", [
+    (1, "ot", {}, None, "stage1_ot"),
+    (1, "paired", {"train.paired_loss": "l1"}, None, "stage1_paired_l1"),
+    (1, "ot", {"train.moment": "pair"}, None, "stage1_ot_pairmoment"),
+    (1, "ot", {"train.head": "lut"}, 2, "stage1_ot_lut_seed2"),
+    (2, "ot", {"stage2.discriminator": "experts"}, None, "stage2_ot_experts"),
+    (1, "ot", {"stage2.discriminator": "experts"}, None, "stage1_ot"),  # stage 1 has no discriminator
+])
+def test_run_name_sets_runs_with_other_settings_apart(cfg, stage, pairing, change, extra_seed, expected):
+    from isp_support.runs import run_name
+
+    assert run_name(stage, pairing, cfg.replace(**change), extra_seed) == expected
