@@ -41,7 +41,7 @@ import bench_training  # noqa: E402
 
 from isp_support.evaluate import scoring as evaluation
 from isp_support.embed import descriptors as features
-from isp_support import inference  # noqa: E402
+from isp_support.evaluate import tiles  # noqa: E402
 from isp_support.artifacts import atomic_write_json  # noqa: E402
 from isp_support.config import load_config, project_root, resolve_device  # noqa: E402
 from isp_support.train.models import ColourNet  # noqa: E402
@@ -142,7 +142,7 @@ def bench_embedding(cfg, device: str, count: int, repeats: int) -> dict:
 
 def bench_inference(device: str, side: int, repeats: int) -> dict:
     """The colour network over a ``side`` x ``side`` image, in one pass and in ``"auto"`` tiles."""
-    tile = inference.network_tile("auto", device)
+    tile = tiles.network_tile("auto", device)
     out = {"side": side, "auto_tile": tile}
     for head in ("1x1", "lut"):
         for mode, t in (("one_pass", None), ("auto_tiles", "auto")):

@@ -27,23 +27,7 @@ so that memory freed by one size does not hide the next size's peak.
 The challenge's scale is about 13,400 source and 13,400 target patches: 383 images of
 35 patches per side, the default ladder's last rung.
 
-Measured (2 CPU cores, AMD EPYC, float64, defaults: eps 0.05, tol 1e-7, max_iter 2000; times in
-seconds, memory in MiB; conv = patch problems that met tol):
-
-==========  ======  =======  =======  =====  ========  =====  ==========  ============
-method      images  patches  image s  MiB    patch s   MiB    iterations  conv
-==========  ======  =======  =======  =====  ========  =====  ==========  ============
-ot          50      1,750    0.07     0.4    0.8       125    226 / 1460  50/50
-ot          100     3,500    0.12     2.5    3.8       210    659 / 2000  78/100
-ot          200     7,000    12.7*    17     5.7       262    494 / 2000  178/200
-ot          383     13,405   2.1      37     10.9      324    418 / 2000  355/383
-unbalanced  383     13,405   0.35     35     4.7       260    164 / 170   383/383
-knn         383     13,405   0.02     9      5.9       264    -           -
-==========  ======  =======  =======  =====  ========  =====  ==========  ============
-
-(iterations: patch-level Sinkhorn mean / max per problem; * the FGW's inner solves hit
-max_iter, reported as not converged.) ``--overrelax 1.9`` at 383 images: image 2.1 s,
-patch 7.9 s, 378/383 converged.
+Figures measured with it (2 CPU cores, float64, the defaults) are in docs/measurements.md ("Matching").
 
     python benchmarks/bench_matching.py                                   # CPU ladder, about a minute
     python benchmarks/bench_matching.py --sizes 383 --methods ot,unbalanced,knn --json bench.json
@@ -69,15 +53,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from isp_support.config import resolve_device  # noqa: E402
-from isp_support.pairing.match import (  # noqa: E402
-    MatchingConvergenceWarning,
-    fused_gw_plan,
-    knn_graph,
-    patch_plans,
-    sq_distances,
-    synthetic_match_inputs,
-    top_k_targets,
-)
+from isp_support.ot.fgw import fused_gw_plan, sq_distances  # noqa: E402
+from isp_support.ot.reports import MatchingConvergenceWarning  # noqa: E402
+from isp_support.pairing.baselines import knn_graph  # noqa: E402
+from isp_support.pairing.match import synthetic_match_inputs  # noqa: E402
+from isp_support.pairing.patches import patch_plans, top_k_targets  # noqa: E402
 
 MIB = 1 << 20
 
@@ -213,7 +193,37 @@ def run_one(n_images: int, method: str, args: argparse.Namespace) -> dict:
     return row
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def _child_args(argv: list[str]) -> list[str]:
+    """The command line for one size's subprocess: ``argv`` less ``--sizes``, ``--methods``, ``--json`` and
+    ``--no-isolate``."""
+    strip = {"--sizes", "--methods", "--json"}
+    clean: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in strip:
+            skip = True
+            continue
+        if a.split("=", 1)[0] in strip or a == "--no-isolate":
+            continue
+        clean.append(a)
+    return clean
+
+
+def _print_row(row: dict) -> None:
+    conv = (f"{row['patch_converged']}/{row['patch_problems']}" if "patch_converged" in row else "-")
+    img_conv = {True: "yes", False: "NO"}.get(row.get("image_converged"), "-")
+    print(f"{row['method']:<10} {row['images']:>6} {row['source_patches']:>7} | {row['image_seconds']:>8.2f} "
+          f"{row['image_peak_mib']:>7.1f} {row.get('image_outer_iterations', '-'):>5} "
+          f"{row.get('image_inner_iterations', '-'):>6} {img_conv:>4} | {row['patch_seconds']:>8.2f} "
+          f"{row['patch_peak_mib']:>7.1f} {row.get('patch_problem_shape', '-'):>7} "
+          f"{row.get('patch_iterations_mean', float('nan')):>7.0f} {row.get('patch_iterations_max', '-'):>6} "
+          f"{conv:>7}", flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     parser.add_argument("--sizes", default="50,100,200,383",
@@ -238,6 +248,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--no-isolate", action="store_true", help="run every size in this process")
     parser.add_argument("--json", metavar="PATH", help="also write the rows to this JSON file")
     parser.add_argument("--_one", nargs=2, metavar=("SIZE", "METHOD"), help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -252,20 +267,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if m not in ("ot", "unbalanced", "knn"):
             parser.error(f"unknown method {m!r}")
     rows = []
-    passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
-    strip = {"--sizes", "--methods", "--json"}
-    clean: list[str] = []
-    skip = False
-    for a in passthrough:
-        if skip:
-            skip = False
-            continue
-        if a in strip:
-            skip = True
-            continue
-        if a.split("=", 1)[0] in strip or a == "--no-isolate":
-            continue
-        clean.append(a)
+    clean = _child_args(argv if argv is not None else sys.argv[1:])
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} CPU threads, device {resolve_device(args.device)}, {args.dtype}", flush=True)
     header = (f"{'method':<10} {'images':>6} {'patches':>7} | {'image s':>8} {'MiB':>7} {'outer':>5} {'inner':>6} "
@@ -285,14 +287,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     continue
                 row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
-            conv = (f"{row['patch_converged']}/{row['patch_problems']}" if "patch_converged" in row else "-")
-            img_conv = {True: "yes", False: "NO"}.get(row.get("image_converged"), "-")
-            print(f"{method:<10} {n:>6} {row['source_patches']:>7} | {row['image_seconds']:>8.2f} "
-                  f"{row['image_peak_mib']:>7.1f} {row.get('image_outer_iterations', '-'):>5} "
-                  f"{row.get('image_inner_iterations', '-'):>6} {img_conv:>4} | {row['patch_seconds']:>8.2f} "
-                  f"{row['patch_peak_mib']:>7.1f} {row.get('patch_problem_shape', '-'):>7} "
-                  f"{row.get('patch_iterations_mean', float('nan')):>7.0f} {row.get('patch_iterations_max', '-'):>6} "
-                  f"{conv:>7}", flush=True)
+            _print_row(row)
     if rows:
         print(f"memory: {rows[0]['memory_measure']} over each stage; times include the cost matrices. "
               "outer/inner: FGW PGD iterations / total inner Sinkhorn iterations; it mean/max: patch-level "

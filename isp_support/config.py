@@ -1,6 +1,6 @@
 """One typed configuration shared by the notebooks and the package.
 
-Three profiles:
+Three profiles (their values are in :mod:`isp_support.profiles`):
 
 * ``tiny``: CI. Every notebook in a few minutes on 2 CPU cores.
 * ``demo``: the README's main command. The whole series in under an hour
@@ -11,22 +11,21 @@ Precedence for every notebook parameter: papermill ``-p`` (a non-``None``
 value in the parameters cell), then an environment variable
 (``ISP_PROFILE``, ``ISP_DATA_DIR``, ``ISP_RUN_DIR``, ``ISP_SEED``,
 ``ISP_DEVICE``), then the profile's default. :func:`load_config` checks every value
-against its field's type and allowed values (:func:`validate`).
+against its field's type and allowed values (:func:`~isp_support.config_rules.validate`, with the choice
+lists and rules of :mod:`isp_support.config_rules`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import re
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PROFILES = ("tiny", "demo", "full")
+from .config_rules import ConfigError, apply_overrides, check, expected, from_dict, validate
+from .profiles import PROFILE_DEFAULTS, PROFILES
 
 ENV_VARS = {
     "profile": "ISP_PROFILE",
@@ -35,30 +34,6 @@ ENV_VARS = {
     "seed": "ISP_SEED",
     "device": "ISP_DEVICE",
 }
-
-# The names the modules using these fields accept, defined once here (raw, stitch, weights, features,
-# matching and training import them).
-DEMOSAICKERS = ("demosaicnet", "bilinear", "malvar")
-DENOISERS = ("ffdnet", "bilateral", "none")
-STORE_DTYPES = ("float16", "float32")
-SEAM_SCORES = ("normalised", "paper")
-BACKBONES = ("dinov2_vits14", "vgg19", "vgg16_offline")
-CASTS = ("none", "grey_world", "channel_norm")
-MATCH_METHODS = ("ot", "unbalanced", "knn", "random")
-IMAGE_LEVELS = ("paper", "tempered", "candidates", "marginal")
-PAIRINGS = ("ot", "ot_paper", "unbalanced", "knn", "random", "paired")
-CHECKPOINT_RULES = ("auto", "pseudo_loss", "paired_loss", "colour_distance")
-PHOTO_SOURCES = ("wheels", "debian")
-
-SEED_MAX = 2**32 - 1
-"""Largest seed: ``np.random.seed`` (in :func:`isp_support.runs.seed_everything`) takes 0 .. 2**32 - 1."""
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
-"""Device names, case-sensitive as torch's are (``torch.device('CPU')`` fails)."""
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type or outside its allowed values."""
-
 
 @dataclass(frozen=True)
 class DatasetConfig:
@@ -116,7 +91,7 @@ class StitchConfig:
     """``paper``: mean absolute difference across each seam (supplementary A, as written);
     ``normalised``: each seam's difference divided by the same-offset difference inside
     the two patches beside it, which removes the paper score's bias towards 1 x N strips
-    (measured in ``isp_support.pipeline.stitch``'s docstring and the 02_stitch notebook)."""
+    (measured in docs/measurements.md, "Stitching", and the 02_stitch notebook)."""
     low_confidence_ratio: float = 1.05
     """A scene is low-confidence when second-best / best score is below this."""
 
@@ -176,7 +151,7 @@ class MatchConfig:
     top_images: int = 10
     top_patches: int = 8
     image_level: str = "paper"
-    """How the image-level plan enters the patch level (see ``isp_support.pairing.match``): ``paper``
+    """How the image-level plan enters the patch level (see ``isp_support.pairing.patches``): ``paper``
     (``w_st ∝ P_patch P_image``, section 4.2 as printed), ``candidates`` (``P_image`` only chooses the
     ``top_images`` candidates; ``w_st ∝ P_patch``), ``tempered`` (``w_st ∝ P_patch P_image^image_gamma``) or
     ``marginal`` (the patch-level OT's target marginal over the candidates follows ``P_image``)."""
@@ -192,6 +167,21 @@ class MatchConfig:
     max_iter: int = 2000
     tol: float = 1e-6
     """Sinkhorn stopping rule: L2 norm of the marginal violation (plans match converged ones to ~1e-9 there)."""
+    outer_max_iter: int = 200
+    """Iteration cap of the image-level FGW loop (projected gradient steps, each one Sinkhorn solve)."""
+    outer_tol: float = 1e-6
+    """FGW stopping rule: relative Frobenius change of the image plan in one outer iteration."""
+    overrelax: float = 1.0
+    """Sinkhorn over-relaxation ``omega`` in (0, 2) of the image-level inner solves and the patch level (1: plain
+    Sinkhorn; about 1.8 to 1.9 shortens the slow tail of nearly degenerate problems, same fixed point)."""
+    max_chunk_bytes: int = 256 << 20
+    """Memory bound of one batch of patch-level problems (gathered descriptors plus work tensors), in bytes."""
+    knn_scope: str = "global"
+    """Candidate target patches of ``method="knn"``: ``global`` (all target patches) or ``top_images`` (the
+    patches of the source image's FGW top images only: the ablation that isolates the patch-level OT)."""
+    knn_weighting: str = "uniform"
+    """Edge weights of ``method="knn"``: ``uniform`` (plain kNN) or ``softmax`` of the negative distance (temperature
+    ``epsilon`` x the mean of the source's ``top_patches`` distances)."""
 
 
 @dataclass(frozen=True)
@@ -201,7 +191,7 @@ class TrainConfig:
     The defaults are the paper's (the ``full`` profile). ``demo`` and ``tiny`` train
     the same code on far fewer patches, so they take smaller batches, random
     crops and a larger learning rate to make a comparable number of parameter
-    updates (their values are in ``_PROFILE_DEFAULTS``).
+    updates (their values are in ``isp_support.profiles``).
     """
 
     pairing: str = "ot"
@@ -221,6 +211,8 @@ class TrainConfig:
     chroma: float = 1.5
     gram: float = 1.0
     tv: float = 0.05
+    """Stage-1 weights of the moment, luma, chroma, Gram and TV terms (eq. 13): the one definition of these
+    defaults (``losses.LossWeights`` takes its own from here; ``objectives.loss_weights`` builds a run's)."""
     moment: str = "batch"
     """Statistics of the moment loss (eq. 6): ``batch`` (over the whole batch, as the authors' code) or
     ``pair`` (each prediction against its own drawn target, averaged over the batch, as eq. 6 is printed)."""
@@ -272,6 +264,7 @@ class Stage2Config:
     adv: float = 1e-3
     mom: float = 0.2
     tv: float = 0.01
+    """Stage 2's moment and TV weights, replacing :class:`TrainConfig`'s (``objectives.loss_weights``)."""
     discriminator: str = "unet"
     """``unet`` (Real-ESRGAN spectral-norm U-Net, the paper's) or ``experts`` (EGUOT-style committee)."""
     d_features: int = 64
@@ -295,7 +288,7 @@ class EvalConfig:
     """Whose predictions are exported in the challenge layout (``<scene>_<idx>.png``)."""
     tile: int | str | None = "auto"
     """Tile side (RGB pixels) for whole-image rendering; ``None``: one pass however large; ``"auto"``:
-    the fastest for the device (``isp_support.evaluate.inference.network_tile``). Tiles give the same result."""
+    the fastest for the device (``isp_support.evaluate.tiles.network_tile``). Tiles give the same result."""
     timing_side: int = 1024
     """Inference time is measured on a ``timing_side`` x ``timing_side`` image (1 MP by default)."""
     timing_repeats: int = 3
@@ -330,50 +323,14 @@ class Config:
 
         The changed values are type-checked only; :func:`validate` checks their allowed values (the modules
         that use a setting check it again, so a variant built here fails where it is used)."""
-        return _apply_overrides(self, changes)
-
-
-_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "tiny": {
-        "data_dir": "data/tiny",
-        "run_dir": "runs/tiny",
-        "embed": EmbedConfig(semantic_backbone="vgg16_offline", style_backbone="vgg16_offline", image_side=112,
-                             patch_side=56, style_dim=256),
-        "dataset": DatasetConfig(
-            raw_patch=16,
-            grids=((2, 3), (3, 2), (2, 2), (1, 3), (3, 1)),
-            photo_sources=("wheels",),
-            split_fractions=(0.45, 0.33, 0.22),
-            max_photos=9,
-        ),
-        "train": TrainConfig(epochs=2, batch_size=4, lr=1e-3, val_max_patches=16, target_ref_patches=16, samples=2),
-        "stage2": Stage2Config(epochs=1, d_features=16),
-        "evaluate": EvalConfig(seeds=(1,), tile=64, timing_side=256, timing_repeats=2, bootstrap=500),
-    },
-    "demo": {
-        "data_dir": "data/demo",
-        "run_dir": "runs/demo",
-        "dataset": DatasetConfig(raw_patch=48, target_crops_per_photo=3),
-        "embed": EmbedConfig(semantic_backbone="vgg16_offline", style_backbone="vgg16_offline", image_side=224,
-                             patch_side=64),
-        "train": TrainConfig(epochs=8, batch_size=8, lr=1e-3, crop=48, schedule="cosine", ema=0.98),
-        "stage2": Stage2Config(epochs=3, lr=1e-3, d_lr=2e-4, d_features=32),
-        "evaluate": EvalConfig(seeds=(1, 2)),
-    },
-    "full": {
-        "data_dir": "data/ntire2026",
-        "run_dir": "runs/full",
-        "device": "cuda",
-        "dataset": DatasetConfig(raw_patch=256),
-    },
-}
+        return apply_overrides(self, changes)
 
 
 def profile_config(profile: str) -> Config:
     """The defaults of one profile, without environment or papermill overrides."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
-    return Config(profile=profile, **_PROFILE_DEFAULTS[profile])
+    return from_dict(Config, {"profile": profile, **PROFILE_DEFAULTS[profile]})
 
 
 def load_config(
@@ -395,10 +352,10 @@ def load_config(
     env = os.environ if environ is None else environ
     explicit = {"profile": profile, "data_dir": data_dir, "run_dir": run_dir, "seed": seed, "device": device}
     resolved = _explicit_or_env(explicit, env)
-    cfg = validate(_apply_overrides(profile_config(str(resolved.pop("profile", "demo"))), resolved))
+    cfg = validate(apply_overrides(profile_config(str(resolved.pop("profile", "demo"))), resolved))
     root = project_root()
     cfg = dataclasses.replace(cfg, data_dir=str(root / cfg.data_dir), run_dir=str(root / cfg.run_dir))
-    return validate(_apply_overrides(cfg, overrides)) if overrides else cfg
+    return validate(apply_overrides(cfg, overrides)) if overrides else cfg
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path:
@@ -417,27 +374,13 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a :class:`Config` saved with :meth:`Config.to_dict` (e.g. from ``run.json``), validated."""
-    return validate(_build(Config, data))
-
-
-def validate(cfg: Any) -> Any:
-    """Check every field of a config dataclass, sections included, against its type and allowed values.
-
-    Returns ``cfg`` unchanged; raises :class:`ConfigError` naming the first bad field
-    and what it allows.
-    """
-    hints = typing.get_type_hints(type(cfg))
-    for f in dataclasses.fields(cfg):
-        value = _check(getattr(cfg, f.name), hints[f.name], f"{type(cfg).__name__}.{f.name}")
-        if dataclasses.is_dataclass(value):
-            validate(value)
-    return cfg
+    return validate(from_dict(Config, data))
 
 
 def resolve_device(device: str) -> str:
     """Turn ``auto`` into ``cuda`` or ``cpu``; refuse a name ``Config.device`` does not allow, and ``cuda`` /
     ``cuda:N`` when torch sees no such GPU."""
-    _check(device, str, "Config.device")
+    check(device, str, "Config.device")
     import torch
 
     if device == "auto":
@@ -447,103 +390,6 @@ def resolve_device(device: str) -> str:
         seen = f"torch sees {count} CUDA device(s)" if count else "no GPU is available (torch sees no CUDA device)"
         raise ConfigError(f"device {device!r} requested but {seen}; set DEVICE / ISP_DEVICE to 'cpu' or 'auto'")
     return device
-
-
-# --- allowed values ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Rule:
-    """What a field takes beyond its type: ``ok`` tests a type-checked value, ``allowed`` says it in words."""
-
-    ok: Callable[[Any], bool]
-    allowed: str
-
-
-def _one_of(names: tuple[str, ...]) -> _Rule:
-    return _Rule(lambda v: v in names, "one of " + ", ".join(names))
-
-
-def _ints(low: int, high: int | None = None) -> _Rule:
-    if high is None:
-        return _Rule(lambda v: v >= low, f"an integer >= {low}")
-    return _Rule(lambda v: low <= v <= high, f"an integer in [{low}, {high}]")
-
-
-def _numbers(low: float, strict: bool = False) -> _Rule:
-    """Numbers above ``low`` (``strict``) or at least ``low``; :func:`_coerce` has refused NaN and inf."""
-    return _Rule(lambda v: v > low if strict else v >= low, f"a number {'>' if strict else '>='} {low:g}")
-
-
-def _unit(open_high: bool = False) -> _Rule:
-    return _Rule(lambda v: 0 <= v < 1 if open_high else 0 <= v <= 1, f"a number in [0, 1{')' if open_high else ']'}")
-
-
-def _optional(rule: _Rule) -> _Rule:
-    return _Rule(lambda v: v is None or rule.ok(v), f"None or {rule.allowed}")
-
-
-def _each(rule: _Rule, allowed: str) -> _Rule:
-    return _Rule(lambda v: all(rule.ok(x) for x in v), allowed)
-
-
-_POSITIVE_INT, _COUNT, _WEIGHT, _POSITIVE = _ints(1), _ints(0), _numbers(0), _numbers(0, strict=True)
-_SEED = _ints(0, SEED_MAX)
-_PATH = _Rule(lambda v: bool(v.strip()), "a non-empty path")
-_NAME = _Rule(lambda v: bool(v.strip()), "a non-empty name")
-
-_RULES: dict[str, _Rule] = {
-    "Config.profile": _one_of(PROFILES), "Config.data_dir": _PATH, "Config.run_dir": _PATH, "Config.seed": _SEED,
-    "Config.device": _Rule(lambda v: DEVICE_PATTERN.fullmatch(v) is not None, "one of auto, cpu, cuda, cuda:N"),
-    "DatasetConfig.raw_patch": _POSITIVE_INT,
-    "DatasetConfig.grids": _Rule(lambda v: bool(v) and all(min(g) >= 1 for g in v),
-                                 "a non-empty sequence of (rows, cols) pairs of integers >= 1"),
-    "DatasetConfig.photo_sources": _each(_one_of(PHOTO_SOURCES), f"names each {_one_of(PHOTO_SOURCES).allowed}"),
-    "DatasetConfig.split_fractions": _Rule(lambda v: min(v) >= 0 and sum(v) > 0,
-                                           "three numbers >= 0 with a positive sum"),
-    "DatasetConfig.max_photos": _optional(_POSITIVE_INT), "DatasetConfig.jpeg_quality": _ints(0, 100),
-    "DatasetConfig.crops_per_photo": _POSITIVE_INT, "DatasetConfig.target_crops_per_photo": _optional(_POSITIVE_INT),
-    "PreprocessConfig.black_level": _WEIGHT, "PreprocessConfig.white_level": _POSITIVE,
-    "PreprocessConfig.wb_gains": _each(_POSITIVE, "three numbers > 0"),
-    "PreprocessConfig.demosaicker": _one_of(DEMOSAICKERS), "PreprocessConfig.denoiser": _one_of(DENOISERS),
-    "PreprocessConfig.noise_sigma": _WEIGHT, "PreprocessConfig.gamma": _POSITIVE,
-    "PreprocessConfig.batch_size": _POSITIVE_INT, "PreprocessConfig.store_dtype": _one_of(STORE_DTYPES),
-    "StitchConfig.border": _POSITIVE_INT, "StitchConfig.score": _one_of(SEAM_SCORES),
-    "StitchConfig.low_confidence_ratio": _numbers(1),
-    "EmbedConfig.semantic_backbone": _one_of(BACKBONES), "EmbedConfig.style_backbone": _one_of(BACKBONES),
-    "EmbedConfig.weights_dir": _PATH, "EmbedConfig.dinov2_weights": _optional(_PATH),
-    "EmbedConfig.vgg19_weights": _optional(_PATH), "EmbedConfig.image_side": _POSITIVE_INT,
-    "EmbedConfig.patch_side": _POSITIVE_INT, "EmbedConfig.weight_semantic": _WEIGHT,
-    "EmbedConfig.weight_style": _WEIGHT, "EmbedConfig.weight_colour": _WEIGHT, "EmbedConfig.style_dim": _POSITIVE_INT,
-    "EmbedConfig.patch_colour_weight": _WEIGHT, "EmbedConfig.cast": _one_of(CASTS),
-    "EmbedConfig.batch_size": _POSITIVE_INT,
-    "MatchConfig.method": _one_of(MATCH_METHODS), "MatchConfig.alpha": _unit(), "MatchConfig.epsilon": _POSITIVE,
-    "MatchConfig.unbalanced_tau": _POSITIVE, "MatchConfig.top_images": _POSITIVE_INT,
-    "MatchConfig.top_patches": _POSITIVE_INT, "MatchConfig.image_level": _one_of(IMAGE_LEVELS),
-    "MatchConfig.image_gamma": _WEIGHT, "MatchConfig.image_epsilon": _optional(_POSITIVE),
-    "MatchConfig.image_tau": _optional(_POSITIVE), "MatchConfig.max_iter": _POSITIVE_INT,
-    "MatchConfig.tol": _POSITIVE,
-    "TrainConfig.pairing": _one_of(PAIRINGS), "TrainConfig.paired_loss": _one_of(("pal", "l1")),
-    "TrainConfig.head": _one_of(("1x1", "lut")), "TrainConfig.hidden": _POSITIVE_INT,
-    "TrainConfig.epochs": _POSITIVE_INT, "TrainConfig.batch_size": _POSITIVE_INT, "TrainConfig.lr": _POSITIVE,
-    **{f"TrainConfig.{name}": _WEIGHT for name in ("weight_decay", "mom", "luma", "chroma", "gram", "tv")},
-    "TrainConfig.moment": _one_of(("batch", "pair")), "TrainConfig.gram_reduction": _one_of(("mean", "sum")),
-    "TrainConfig.gram_scale": _optional(_POSITIVE), "TrainConfig.crop": _optional(_POSITIVE_INT),
-    "TrainConfig.val_fraction": _unit(), "TrainConfig.val_max_patches": _POSITIVE_INT,
-    "TrainConfig.target_ref_patches": _POSITIVE_INT, "TrainConfig.checkpoint_rule": _one_of(CHECKPOINT_RULES),
-    "TrainConfig.patience": _optional(_POSITIVE_INT), "TrainConfig.schedule": _one_of(("none", "cosine")),
-    "TrainConfig.ema": _optional(_unit(open_high=True)), "TrainConfig.workers": _COUNT, "TrainConfig.samples": _COUNT,
-    "Stage2Config.epochs": _POSITIVE_INT, "Stage2Config.lr": _POSITIVE, "Stage2Config.d_lr": _POSITIVE,
-    "Stage2Config.adv": _WEIGHT, "Stage2Config.mom": _WEIGHT, "Stage2Config.tv": _WEIGHT,
-    "Stage2Config.discriminator": _one_of(("unet", "experts")), "Stage2Config.d_features": _POSITIVE_INT,
-    "Stage2Config.expert_weights": _each(_WEIGHT, "three numbers >= 0"),
-    "EvalConfig.split": _NAME, "EvalConfig.seeds": _each(_SEED, f"seeds each {_SEED.allowed}"),
-    "EvalConfig.tile": _Rule(lambda v: v is None or v == "auto" or (isinstance(v, int) and v >= 1),
-                             "None, 'auto' or an integer >= 1"),
-    "EvalConfig.timing_side": _POSITIVE_INT, "EvalConfig.timing_repeats": _POSITIVE_INT,
-    "EvalConfig.bootstrap": _POSITIVE_INT,
-}
-"""Allowed values of each ``Class.field`` beyond its type (fields not named here take any value of their type)."""
 
 
 # --- helpers -----------------------------------------------------------------
@@ -567,102 +413,6 @@ def _explicit_or_env(explicit: dict[str, Any], env: typing.Mapping[str, str]) ->
         try:
             resolved["seed"] = int(resolved["seed"])
         except ValueError:
-            raise ConfigError(f"Config.seed: expected {_SEED.allowed}, got {resolved['seed']!r}") from None
+            raise ConfigError(f"Config.seed: expected {expected('Config.seed', 'an integer')}, "
+                              f"got {resolved['seed']!r}") from None
     return resolved
-
-
-def _apply_overrides(cfg: Any, changes: dict[str, Any]) -> Any:
-    nested: dict[str, dict[str, Any]] = {}
-    direct: dict[str, Any] = {}
-    for key, value in changes.items():
-        head, _, rest = key.partition(".")
-        if rest:
-            nested.setdefault(head, {})[rest] = value
-        else:
-            direct[key] = value
-    hints = typing.get_type_hints(type(cfg))
-    names = {f.name for f in dataclasses.fields(cfg)}
-    for key in list(direct) + list(nested):
-        if key not in names:
-            raise ConfigError(f"unknown config field {key!r} in {type(cfg).__name__}")
-    for key, sub in nested.items():
-        direct[key] = _apply_overrides(getattr(cfg, key), sub)
-    for key, value in direct.items():
-        direct[key] = _coerce(value, hints[key], f"{type(cfg).__name__}.{key}")
-    return dataclasses.replace(cfg, **direct)
-
-
-def _build(cls: type, data: dict[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in data:
-            kwargs[f.name] = _coerce(data[f.name], hints[f.name], f"{cls.__name__}.{f.name}")
-    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-        raise ConfigError(f"unknown config field(s) {sorted(unknown)} in {cls.__name__}")
-    return cls(**kwargs)
-
-
-def _check(value: Any, hint: Any, where: str) -> Any:
-    """``value`` type-checked by :func:`_coerce`, then checked against the allowed values in :data:`_RULES`."""
-    value = _coerce(value, hint, where)
-    rule = _RULES.get(where)
-    if rule is not None and not rule.ok(value):
-        raise ConfigError(f"{where}: expected {rule.allowed}, got {value!r}")
-    return value
-
-
-def _expected(where: str, kind: str) -> str:
-    """What ``where`` takes, for a type error: its rule's words, else the bare type ``kind``."""
-    rule = _RULES.get(where)
-    return rule.allowed if rule is not None else kind
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check ``value`` against a type hint; lists become tuples, dicts become dataclasses, NaN and inf are refused."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        if isinstance(value, hint):
-            return value
-        if isinstance(value, dict):
-            return _build(hint, value)
-        raise ConfigError(f"{where}: expected a {hint.__name__} or dict, got {value!r}")
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError("; ".join(dict.fromkeys(errors)))
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a sequence, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], where) for v in value)
-        if len(args) != len(value):
-            raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
-        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{where}: expected {_expected(where, 'a finite number')}, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected {_expected(where, 'an integer')}, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected {_expected(where, 'a string')}, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    return value

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from .artifacts import atomic_write_json
-from .config import Config, resolve_device, validate
-from .data import DataError, require_regular_file
+from .config import Config, resolve_device
+from .config_rules import validate
+from .io import DataError, require_regular_file
 
 RUN_RECORD = "run.json"
 

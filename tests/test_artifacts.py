@@ -48,7 +48,7 @@ def test_umask_without_proc_falls_back_to_setting_it(monkeypatch, umask):
 
 def test_hashing_refuses_what_is_not_a_regular_file(tmp_path):
     from isp_support.artifacts import sha256_file
-    from isp_support.data import UnreadableFileError
+    from isp_support.io import UnreadableFileError
 
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "zero").symlink_to("/dev/zero")

@@ -3,8 +3,9 @@ import json
 import pytest
 import yaml
 
-from isp_support.config import (PROFILES, Config, ConfigError, config_from_dict, load_config, profile_config,
-                                resolve_device)
+from isp_support.config import Config, config_from_dict, load_config, profile_config, resolve_device
+from isp_support.config_rules import ConfigError
+from isp_support.profiles import PROFILES
 from isp_support.runs import RUN_RECORD, init_run
 
 from .conftest import REPO
@@ -98,7 +99,7 @@ DEVICES = "one of auto, cpu, cuda, cuda:N"
 
 
 def test_every_profile_passes_validation_unchanged():
-    from isp_support.config import validate
+    from isp_support.config_rules import validate
 
     for profile in PROFILES:
         cfg = profile_config(profile)
@@ -206,6 +207,13 @@ BAD_VALUES = [
     ("match.image_epsilon", 0.0, "None or a number > 0"),
     ("match.top_images", 0, "an integer >= 1"),
     ("match.max_iter", 0, "an integer >= 1"),
+    ("match.outer_max_iter", 0, "an integer >= 1"),
+    ("match.outer_tol", 0.0, "a number > 0"),
+    ("match.overrelax", 2.0, r"a number in \(0, 2\)"),
+    ("match.overrelax", 0.0, r"a number in \(0, 2\)"),
+    ("match.max_chunk_bytes", 0, "an integer >= 1"),
+    ("match.knn_scope", "local", "one of global, top_images"),
+    ("match.knn_weighting", "gaussian", "one of uniform, softmax"),
     ("evaluate.tile", "big", "None, 'auto' or an integer >= 1"),
     ("evaluate.tile", 0, "None, 'auto' or an integer >= 1"),
     ("evaluate.seeds", (-1,), r"seeds each an integer in \[0, 4294967295\]"),
@@ -243,7 +251,8 @@ def test_type_errors_name_the_allowed_values():
 def test_replace_type_checks_and_validate_checks_ranges():
     """``Config.replace`` builds variants (the modules check their own settings again); ``validate`` checks
     a finished config, whatever built it."""
-    from isp_support.config import TrainConfig, validate
+    from isp_support.config import TrainConfig
+    from isp_support.config_rules import validate
 
     cfg = profile_config("tiny")
     with pytest.raises(ConfigError, match="TrainConfig.epochs: expected an integer >= 1"):
@@ -272,8 +281,19 @@ def test_resolve_device_refuses_bad_names_and_missing_gpus():
 def test_every_rule_names_a_real_field():
     import dataclasses
 
-    from isp_support import config
+    from isp_support import config, config_rules
 
-    for where in config._RULES:
+    for where in config_rules._RULES:
         cls, name = where.split(".")
         assert name in {f.name for f in dataclasses.fields(getattr(config, cls))}, where
+
+
+def test_profile_values_reach_their_fields():
+    from isp_support.profiles import PROFILE_DEFAULTS
+
+    for profile in PROFILES:
+        cfg = profile_config(profile)
+        for key, value in PROFILE_DEFAULTS[profile].items():
+            changes = value if isinstance(value, dict) else {key: value}
+            owner = getattr(cfg, key) if isinstance(value, dict) else cfg
+            assert {name: getattr(owner, name) for name in changes} == changes, (profile, key)

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from isp_support import data as D
+from isp_support.io import DataError, DtypeError, NonFiniteError, RangeError, ShapeError, UnreadableFileError
 
 
 def make_dataset(root: Path, n=4, hw=(8, 8)) -> Path:
@@ -61,13 +62,13 @@ RAW = "train/raws/scene_a_1.npy"
 
 
 @pytest.mark.parametrize("array, error, fragment", [
-    (np.zeros((8, 8, 3), np.uint16), D.ShapeError, "expected (H, W, 4)"),
-    (np.zeros((8, 8), np.uint16), D.ShapeError, "shape (8, 8)"),
-    (np.zeros((8, 8, 4), np.uint8), D.DtypeError, "uint8"),
-    (np.zeros((8, 8, 4), np.complex64), D.DtypeError, "complex64"),
-    (np.full((8, 8, 4), 1024, np.uint16), D.RangeError, "[1024, 1024]"),
-    (np.full((8, 8, 4), -1.0, np.float32), D.RangeError, "[0, 1023]"),
-    (np.full((8, 8, 4), np.nan, np.float32), D.NonFiniteError, "256 NaN"),
+    (np.zeros((8, 8, 3), np.uint16), ShapeError, "expected (H, W, 4)"),
+    (np.zeros((8, 8), np.uint16), ShapeError, "shape (8, 8)"),
+    (np.zeros((8, 8, 4), np.uint8), DtypeError, "uint8"),
+    (np.zeros((8, 8, 4), np.complex64), DtypeError, "complex64"),
+    (np.full((8, 8, 4), 1024, np.uint16), RangeError, "[1024, 1024]"),
+    (np.full((8, 8, 4), -1.0, np.float32), RangeError, "[0, 1023]"),
+    (np.full((8, 8, 4), np.nan, np.float32), NonFiniteError, "256 NaN"),
 ])
 def test_bad_raw_arrays(ds, array, error, fragment):
     np.save(ds / RAW, array)
@@ -76,34 +77,34 @@ def test_bad_raw_arrays(ds, array, error, fragment):
 
 def test_object_array_is_a_dtype_error(ds):
     np.save(ds / RAW, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    _assert_single(ds, D.DtypeError, "object")
+    _assert_single(ds, DtypeError, "object")
 
 
 def test_truncated_and_garbage_npy(ds):
     data = (ds / RAW).read_bytes()
     (ds / RAW).write_bytes(data[: len(data) // 2])
-    _assert_single(ds, D.UnreadableFileError, "scene_a_1.npy", "truncated")
+    _assert_single(ds, UnreadableFileError, "scene_a_1.npy", "truncated")
     (ds / RAW).write_bytes(b"not numpy at all")
-    _assert_single(ds, D.UnreadableFileError, "scene_a_1.npy")
+    _assert_single(ds, UnreadableFileError, "scene_a_1.npy")
 
 
 def test_truncated_jpeg(ds):
     jpg = ds / "train" / "jpegs" / "t_1.jpg"
     jpg.write_bytes(jpg.read_bytes()[:200])
-    _assert_single(ds, D.UnreadableFileError, "t_1.jpg")
+    _assert_single(ds, UnreadableFileError, "t_1.jpg")
 
 
 def test_jpeg_wrong_size_and_gray(ds):
     jpg = ds / "train" / "jpegs" / "t_1.jpg"
     Image.fromarray(np.zeros((10, 16, 3), np.uint8)).save(jpg)
-    _assert_single(ds, D.ShapeError, "t_1.jpg", "(16, 16, 3)")
+    _assert_single(ds, ShapeError, "t_1.jpg", "(16, 16, 3)")
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(jpg)
-    _assert_single(ds, D.ShapeError, "mode L")
+    _assert_single(ds, ShapeError, "mode L")
 
 
 def test_gt_must_be_twice_its_raw(ds):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(ds / "test" / "gt" / "scene_a_0.png")
-    _assert_single(ds, D.ShapeError, "scene_a_0.png", "twice its RAW")
+    _assert_single(ds, ShapeError, "scene_a_0.png", "twice its RAW")
 
 
 def test_gt_without_raw(ds):
@@ -155,7 +156,7 @@ def test_validate_reports_every_problem_at_once(ds):
     assert sorted(type(p).__name__ for p in problems) == ["RangeError", "ShapeError", "UnreadableFileError"]
     report = D.format_report(ds, problems)
     assert "3 problem(s)" in report and "scene_a_2.npy" in report and "t_0.jpg" in report
-    with pytest.raises(D.DataError, match="and 2 more problem"):
+    with pytest.raises(DataError, match="and 2 more problem"):
         D.open_dataset(ds, check_values=True)
 
 

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from isp_support import data as D
+from isp_support.io import DataError, ShapeError, UnreadableFileError, read_raw, read_rgb
 from tests.test_data import RAW, _assert_single, make_dataset
 
 
@@ -52,18 +53,18 @@ def _npy_header_only(path: Path, shape, dtype="<f8", data=b"\0" * 64):
 
 def test_npy_header_bomb_is_refused_before_reading(ds):
     _npy_header_only(ds / RAW, (100000, 100000, 4))
-    _assert_single(ds, D.ShapeError, "scene_a_1.npy", "(100000, 100000, 4)", "at most")
+    _assert_single(ds, ShapeError, "scene_a_1.npy", "(100000, 100000, 4)", "at most")
 
 
 def test_npy_header_claiming_more_than_the_file_holds(ds):
     _npy_header_only(ds / RAW, (64, 64, 4))
-    _assert_single(ds, D.UnreadableFileError, "scene_a_1.npy", "header claims 131072 bytes", "holds 64")
+    _assert_single(ds, UnreadableFileError, "scene_a_1.npy", "header claims 131072 bytes", "holds 64")
 
 
 def test_npy_with_trailing_bytes(ds):
     with open(ds / RAW, "ab") as fh:
         fh.write(b"appended")
-    _assert_single(ds, D.UnreadableFileError, "scene_a_1.npy", "8 bytes after")
+    _assert_single(ds, UnreadableFileError, "scene_a_1.npy", "8 bytes after")
 
 
 def _png_header_only(path: Path, width: int, height: int):
@@ -77,9 +78,9 @@ def _png_header_only(path: Path, width: int, height: int):
 def test_png_decompression_bomb_is_a_named_error(ds):
     gt = ds / "test" / "gt" / "scene_a_0.png"
     _png_header_only(gt, 20000, 20000)
-    _assert_single(ds, D.ShapeError, "scene_a_0.png", "400000000 pixels", "at most")
-    with pytest.raises(D.ShapeError, match="at most"):
-        D.read_rgb(gt)
+    _assert_single(ds, ShapeError, "scene_a_0.png", "400000000 pixels", "at most")
+    with pytest.raises(ShapeError, match="at most"):
+        read_rgb(gt)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
@@ -91,15 +92,15 @@ def test_special_files_never_block(ds, kind):
     else:
         target.with_name("scene_a_1.npy").symlink_to("/dev/zero")
     problems = _validate_within(ds)
-    assert [type(p) for p in problems] == [D.UnreadableFileError], D.format_report(ds, problems)
+    assert [type(p) for p in problems] == [UnreadableFileError], D.format_report(ds, problems)
     assert "not a regular file" in problems[0].problem
     assert "does not exist" not in problems[0].problem
-    with pytest.raises(D.UnreadableFileError, match="not a regular file"):
-        D.read_raw(ds / RAW)
+    with pytest.raises(UnreadableFileError, match="not a regular file"):
+        read_raw(ds / RAW)
 
 
 def test_preprocess_refuses_a_fifo_instead_of_hashing_it(ds, tmp_path):
-    from isp_support.pipeline import raw
+    from isp_support.pipeline import preprocess
     from isp_support.config import PreprocessConfig
 
     os.mkfifo(ds / "train" / "raws" / "scene_a_4.npy")
@@ -109,14 +110,14 @@ def test_preprocess_refuses_a_fifo_instead_of_hashing_it(ds, tmp_path):
 
     def run():
         try:
-            raw.preprocess_split([patch], "train", tmp_path / "out", cfg, progress=False)
-        except D.DataError as exc:
+            preprocess.preprocess_split([patch], "train", tmp_path / "out", cfg, progress=False)
+        except DataError as exc:
             result["error"] = exc
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join(20)
     assert not thread.is_alive(), "preprocess_split blocked on a FIFO"
-    assert isinstance(result.get("error"), D.UnreadableFileError) and "not a regular file" in str(result["error"])
+    assert isinstance(result.get("error"), UnreadableFileError) and "not a regular file" in str(result["error"])
 
 
 # --- silently ignored or misread input ---------------------------------------------------------------------------
@@ -182,33 +183,25 @@ def test_a_newline_in_a_name_cannot_forge_report_lines(ds):
     name = "scene_x\n  [RangeError] forged: values_0.npy"
     np.save(ds / "train" / "raws" / name, np.zeros((8, 8, 3), np.uint16))
     problems = _validate_within(ds)
-    assert [type(p) for p in problems] == [D.ShapeError]
+    assert [type(p) for p in problems] == [ShapeError]
     report = D.format_report(ds, problems)
     assert len(report.splitlines()) == 1 + len(problems)
     assert "\\n" in report
 
 
-def test_missing_file_message(tmp_path):
-    with pytest.raises(D.UnreadableFileError, match="does not exist"):
-        D.read_raw(tmp_path / "nope.npy")
-    (tmp_path / "dir.npy").mkdir()
-    with pytest.raises(D.UnreadableFileError, match="not a regular file"):
-        D.read_raw(tmp_path / "dir.npy")
-
-
 def test_preprocessed_outputs_of_deleted_inputs_are_removed(ds, tmp_path):
     import json
 
-    from isp_support.pipeline import raw
+    from isp_support.pipeline import preprocess
     from isp_support.config import PreprocessConfig
 
     cfg = PreprocessConfig(demosaicker="bilinear", denoiser="none")
     out = tmp_path / "out"
-    raw.preprocess_split(ds, "train", out, cfg, progress=False)
+    preprocess.preprocess_split(ds, "train", out, cfg, progress=False)
     (ds / "train" / "raws" / "scene_a_3.npy").unlink()
-    summary = raw.preprocess_split(ds, "train", out, cfg, progress=False)
+    summary = preprocess.preprocess_split(ds, "train", out, cfg, progress=False)
     assert (summary.processed, summary.reused) == (0, 3)
-    entries = json.loads((out / "train" / raw.INDEX_NAME).read_text())["entries"]
+    entries = json.loads((out / "train" / preprocess.INDEX_NAME).read_text())["entries"]
     assert sorted(entries) == ["scene_a_0", "scene_a_1", "scene_a_2"]
     assert sorted(p.stem for p in (out / "train").glob("*.npy")) == sorted(entries)
 

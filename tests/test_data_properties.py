@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from isp_support import data as D
+from isp_support.io import DataError, DtypeError, NonFiniteError, RangeError, ShapeError, UnreadableFileError
 
 HW = (4, 6)  # every RAW patch; JPEGs and ground truth are (8, 12, 3)
 ALLOC_BOUND = 64 << 20  # bytes of Python/NumPy allocations one validation may peak at
@@ -27,15 +28,15 @@ TIME_LIMIT = 30.0
 
 # defect -> (where it goes, the error expected); "scene" defects name the scene's glob, others one file
 RAW_DEFECTS = {
-    "truncated": D.UnreadableFileError, "garbage": D.UnreadableFileError, "trailing": D.UnreadableFileError,
-    "header_bomb": D.ShapeError, "shape": D.ShapeError, "dtype": D.DtypeError, "range": D.RangeError,
-    "nan": D.NonFiniteError, "fifo": D.UnreadableFileError, "fraction": D.DataWarning,
+    "truncated": UnreadableFileError, "garbage": UnreadableFileError, "trailing": UnreadableFileError,
+    "header_bomb": ShapeError, "shape": ShapeError, "dtype": DtypeError, "range": RangeError,
+    "nan": NonFiniteError, "fifo": UnreadableFileError, "fraction": D.DataWarning,
     "bad_name": D.SceneIndexError, "extension": D.SceneIndexError,
 }
 SCENE_DEFECTS = {"gap": D.SceneIndexError, "duplicate": D.SceneIndexError, "huge_index": D.SceneIndexError}
 EXTRA_FILES = ("bad_name", "extension")  # planted as one more file beside the scene's good ones
-IMAGE_DEFECTS = {"truncated": D.UnreadableFileError, "garbage": D.UnreadableFileError, "gray": D.ShapeError,
-                 "size": D.ShapeError, "other_format": D.DataWarning}
+IMAGE_DEFECTS = {"truncated": UnreadableFileError, "garbage": UnreadableFileError, "gray": ShapeError,
+                 "size": ShapeError, "other_format": D.DataWarning}
 
 scene_names = st.text(st.sampled_from("abcxyz_-.0123456789 \u00e9\u4e2d\u00b2\u0663\n"), min_size=1, max_size=8).filter(
     lambda s: not s.startswith(".") and "/" not in s)
@@ -130,7 +131,7 @@ def build(root: Path, layout) -> set[tuple[str, type]]:
     return planted
 
 
-def validate_bounded(root: Path) -> list[D.DataError]:
+def validate_bounded(root: Path) -> list[DataError]:
     outcome: dict = {}
 
     def run():
@@ -158,7 +159,7 @@ def test_validate_reports_every_planted_defect_and_nothing_else(layout):
     with tempfile.TemporaryDirectory() as tmp:
         planted = build(Path(tmp) / "ds", layout)
         problems = validate_bounded(Path(tmp) / "ds")
-        assert all(isinstance(p, D.DataError) for p in problems)
+        assert all(isinstance(p, DataError) for p in problems)
         reported = {(str(p.path), type(p)) for p in problems}
         assert reported == planted, D.format_report(tmp, problems)
         report = D.format_report(tmp, problems)

@@ -12,8 +12,10 @@ import pytest
 from PIL import Image
 
 from isp_support.demo_data import build as B
+from isp_support.demo_data import crops as C
 from isp_support.config import DatasetConfig, load_config
-from isp_support.data import UnreadableFileError, open_dataset, parse_patch_name, read_raw, read_rgb
+from isp_support.data import open_dataset, parse_patch_name
+from isp_support.io import UnreadableFileError, read_raw, read_rgb
 from isp_support.demo_data.photos import Photo, folder_photos, load_photo, wheel_photos
 from isp_support.demo_data.unprocess import Capture, Sensor, noise_variance, unprocess
 
@@ -194,10 +196,10 @@ def test_contact_sheet_shows_every_scene(tiny_dataset):
 def test_grid_choice_follows_aspect():
     rng = np.random.default_rng(0)
     grids = ((2, 7), (7, 2), (5, 7), (7, 5), (6, 7), (7, 6))
-    picks = {B.choose_grid(100, 350, grids, np.random.default_rng(s)) for s in range(20)}
+    picks = {C.choose_grid(100, 350, grids, np.random.default_rng(s)) for s in range(20)}
     assert (2, 7) in picks and (7, 2) not in picks
-    assert B.centre_crop_box(100, 400, 2.0) == (0, 100, 100, 200)
-    assert B.centre_crop_box(400, 100, 0.5) == (100, 0, 200, 100)
+    assert C.centre_crop_box(100, 400, 2.0) == (0, 100, 100, 200)
+    assert C.centre_crop_box(400, 100, 0.5) == (100, 0, 200, 100)
     del rng
 
 
@@ -224,8 +226,8 @@ def _old_plan(roles, images, cfg, seed):
     for role in B.ROLES:
         for k, photo in enumerate(roles[role]):
             h, w = images[photo.id].shape[:2]
-            rows, cols = B.choose_grid(h, w, cfg.grids, B._photo_rng(seed, photo, 0))
-            crop = B.centre_crop_box(h, w, cols / rows)
+            rows, cols = C.choose_grid(h, w, cfg.grids, C.photo_rng(seed, photo, 0))
+            crop = C.centre_crop_box(h, w, cols / rows)
             plans.append(B.ScenePlan(f"{prefix[role]}{k:03d}", role, photo, rows, cols, crop))
     return plans
 
@@ -239,7 +241,7 @@ SIZES = ((1080, 1920), (1200, 1920), (3168, 4224), (3837, 2560), (4096, 4096), (
 def test_crops_are_disjoint_inside_the_photo_at_their_grid_aspect_and_never_upscaled(n):
     scene_px = 2 * DEMO.raw_patch
     for (h, w), seed in itertools.product(SIZES, range(3)):
-        crops = B.photo_crops(h, w, n, DEMO.grids, DEMO.raw_patch, seed, _photo(f"{h}x{w}"))
+        crops = C.photo_crops(h, w, n, DEMO.grids, DEMO.raw_patch, seed, _photo(f"{h}x{w}"))
         assert 1 <= len(crops) <= n
         for rows, cols, (top, left, ch, cw) in crops:
             assert (rows, cols) in DEMO.grids
@@ -250,19 +252,19 @@ def test_crops_are_disjoint_inside_the_photo_at_their_grid_aspect_and_never_upsc
         for (_, _, a), (_, _, b) in itertools.combinations(crops, 2):
             assert not _overlap(a, b)
     # a 4K photo has room for every crop asked for
-    assert len(B.photo_crops(2160, 3840, n, DEMO.grids, DEMO.raw_patch, 0, _photo())) == n
+    assert len(C.photo_crops(2160, 3840, n, DEMO.grids, DEMO.raw_patch, 0, _photo())) == n
 
 
 def test_photo_too_small_for_two_crops_gives_the_single_centred_crop():
     # the smallest demo scene (3 x 4 patches of 96 px) needs 288 x 384: two do not fit in these
     for h, w in ((512, 512), (427, 569), (300, 451), (700, 380)):
         photo = _photo(f"{h}x{w}")
-        crops = B.photo_crops(h, w, 4, DEMO.grids, DEMO.raw_patch, 0, photo)
-        rows, cols = B.choose_grid(h, w, DEMO.grids, B._photo_rng(0, photo, 0))
-        assert crops == [(rows, cols, B.centre_crop_box(h, w, cols / rows))]
-        assert crops == B.photo_crops(h, w, 1, DEMO.grids, DEMO.raw_patch, 0, photo)
+        crops = C.photo_crops(h, w, 4, DEMO.grids, DEMO.raw_patch, 0, photo)
+        rows, cols = C.choose_grid(h, w, DEMO.grids, C.photo_rng(0, photo, 0))
+        assert crops == [(rows, cols, C.centre_crop_box(h, w, cols / rows))]
+        assert crops == C.photo_crops(h, w, 1, DEMO.grids, DEMO.raw_patch, 0, photo)
     # room for two but not four: two
-    assert len(B.photo_crops(500, 667, 4, DEMO.grids, DEMO.raw_patch, 0, _photo())) == 2
+    assert len(C.photo_crops(500, 667, 4, DEMO.grids, DEMO.raw_patch, 0, _photo())) == 2
 
 
 def _fake_roles(n_photos=12):

@@ -157,7 +157,7 @@ def test_regret_is_kept_minus_best_and_never_positive():
 
 
 def test_epoch_scores_render_every_saved_epoch(tmp_path):
-    from isp_support.train import loop as training
+    from isp_support.train.checkpoint import weights_bytes
     from isp_support.artifacts import atomic_write_bytes
 
     test = fake_test_set()
@@ -166,7 +166,7 @@ def test_epoch_scores_render_every_saved_epoch(tmp_path):
         closer.head.bias.copy_(torch.tensor([0.1, 0.0, -0.05]))  # the truth's colour offset
     for epoch, net in enumerate((ColourNet(), closer)):
         atomic_write_bytes(tmp_path / "epochs" / f"epoch_{epoch:03d}.pt",
-                           training._weights_bytes(net, {"hidden": 128, "head": "1x1"}, epoch, {}))
+                           weights_bytes(net, {"hidden": 128, "head": "1x1"}, epoch, {}))
     table = evaluation.epoch_scores(tmp_path, test.inputs, test.truth)
     assert table["epoch"].tolist() == [0, 1] and table.loc[1, "psnr"] > table.loc[0, "psnr"] + 5
     assert table.loc[0, "psnr"] == pytest.approx(evaluation.score_patches(None, test)["psnr"].mean(), rel=1e-5)

@@ -10,9 +10,10 @@ import torch
 from PIL import Image
 
 from isp_support.evaluate import inference
+from isp_support.evaluate.tiles import AUTO_TILE, network_tile, render, tiled
 from isp_support.cli import main
 from isp_support.config import PreprocessConfig, load_config
-from isp_support.data import DataError
+from isp_support.io import DataError
 from isp_support.train.models import ColourNet
 from isp_support.pipeline.raw import RawPipeline
 
@@ -32,27 +33,27 @@ def _net(head: str = "1x1", seed: int = 0) -> ColourNet:
 def test_tiled_rendering_equals_one_pass(head, tile):
     net = _net(head)
     image = torch.rand(2, 3, 37, 50)
-    whole = inference.render(net, image)
+    whole = render(net, image)
     # equal up to float32 summation order (convolution algorithms differ with the input size); a seam is > 1e-3
-    torch.testing.assert_close(inference.render(net, image, tile=tile), whole, atol=1e-6, rtol=0)
-    torch.testing.assert_close(inference.render(net, image[0], tile=tile), whole[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(render(net, image, tile=tile), whole, atol=1e-6, rtol=0)
+    torch.testing.assert_close(render(net, image[0], tile=tile), whole[0], atol=1e-6, rtol=0)
 
 
 def test_auto_tile_is_cache_sized_on_the_cpu_and_gives_the_one_pass_result():
-    assert inference.network_tile("auto", "cpu") == inference.AUTO_TILE["cpu"]
-    assert inference.network_tile("auto", "cuda:1") == inference.AUTO_TILE["cuda"]
-    assert inference.network_tile(None, "cpu") is None and inference.network_tile(40, "cpu") == 40
+    assert network_tile("auto", "cpu") == AUTO_TILE["cpu"]
+    assert network_tile("auto", "cuda:1") == AUTO_TILE["cuda"]
+    assert network_tile(None, "cpu") is None and network_tile(40, "cpu") == 40
     with pytest.raises(ValueError, match="tile must be"):
-        inference.network_tile("big", "cpu")
+        network_tile("big", "cpu")
     net, image = _net(), torch.rand(1, 3, 300, 260)  # larger than one CPU tile
-    torch.testing.assert_close(inference.render(net, image, tile="auto"), inference.render(net, image), atol=1e-6,
+    torch.testing.assert_close(render(net, image, tile="auto"), render(net, image), atol=1e-6,
                                rtol=0)
 
 
 def test_tiling_without_context_shows_seams():
     net = _net()
     image = torch.rand(1, 3, 32, 32)
-    seamy = inference.tiled(lambda t: net(t), image, tile=16, context=0)
+    seamy = tiled(lambda t: net(t), image, tile=16, context=0)
     with torch.no_grad():
         diff = (seamy - net(image)).abs()[0].amax(0)
     assert diff[:, 15:17].max() > 1e-3 and diff[3:12, 3:12].max() < 1e-6  # only along the tile borders
@@ -66,7 +67,7 @@ def test_tiled_preprocessing_matches_one_pass(demosaicker, denoiser):
     rng = np.random.default_rng(0)
     packed = torch.from_numpy(rng.uniform(0.05, 0.9, (1, 4, 90, 100)).astype(np.float32))
     whole = pipe(packed)
-    tiles = inference.tiled(lambda t: pipe(t), packed, tile=40, context=inference.PIPELINE_CONTEXT, scale=2)
+    tiles = tiled(lambda t: pipe(t), packed, tile=40, context=inference.PIPELINE_CONTEXT, scale=2)
     assert tiles.shape == whole.shape == (1, 3, 180, 200)
     assert (tiles - whole).abs().max() < 1e-5  # float32 summation order only
 

@@ -15,12 +15,13 @@ from torch.autograd import gradcheck
 
 from isp_support.train import losses
 from isp_support.embed import backbones as weights
+from isp_support.embed import weights_files
 from isp_support.colour import U_RANGE
 from isp_support.config import EmbedConfig, profile_config
 from isp_support.train.losses import (INPUT_SCALE_CORRECTION, GramLoss, LossWeights, chroma_histogram_loss, gram_loss_for, gram_matrix,
                                 hinge_d_loss, hinge_g_loss, luma_histogram_loss, moment_loss, pal_loss,
                                 stage1_loss, tv_loss)
-from isp_support.embed.backbones import WeightsUnavailableError
+from isp_support.embed.weights_files import WeightsUnavailableError
 
 
 class StubBackbone(nn.Module):
@@ -342,7 +343,7 @@ def test_gram_loss_for_uses_vgg19_when_available(monkeypatch):
 def test_gram_loss_for_real_fallback_without_vgg19(monkeypatch, tmp_path):
     """The real loaders: no VGG19 anywhere and downloads off -> the offline VGG16, said so."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setattr(weights, "_download_vgg19", lambda *a, **k: pytest.fail("tried to download VGG19"))
+    monkeypatch.setattr(weights_files, "_download_vgg19", lambda *a, **k: pytest.fail("tried to download VGG19"))
     cfg = EmbedConfig(style_backbone="vgg19", allow_download=False)
     lines = []
     gram = gram_loss_for(cfg, "cpu", log=lines.append)

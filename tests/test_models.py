@@ -1,4 +1,4 @@
-"""Colour network, 3D LUT, U-Net discriminator and expert committee."""
+"""Colour network, 3D LUT, U-Net discriminator and expert committee, and the discriminators' one interface."""
 
 import itertools
 
@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from isp_support.train import models
+from isp_support.train import discriminators, models
 from isp_support.train.losses import hinge_d_loss, hinge_g_loss
-from isp_support.train.models import ColourNet, ExpertCommittee, LUT3D, UNetDiscriminator, clamp01, count_parameters
+from isp_support.train.discriminators import Discriminator, ExpertCommittee, UNetDiscriminator
+from isp_support.train.models import LUT3D, ColourNet, clamp01, count_parameters
 
 CONV_PART = 3 * 128 * 9 + 128 + 128 * 3 * 9 + 3  # 7,043
 
@@ -210,6 +211,24 @@ def test_expert_committee_outputs_and_weighted_losses():
         ExpertCommittee(weights={"texture": 1.0})
 
 
+def test_both_discriminators_answer_d_loss_and_g_loss_with_the_hinge_losses_of_their_logits():
+    torch.manual_seed(10)
+    real, fake = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    for disc in (UNetDiscriminator(features=8), ExpertCommittee(features=8, patch=16)):
+        assert isinstance(disc, Discriminator)
+        disc.eval()  # no power iteration: the same logits on every call
+        d_total, d_parts = disc.d_loss(real, fake)
+        g_total, g_parts = disc.g_loss(fake)
+        r, f = disc(real), disc(fake)
+        if isinstance(disc, UNetDiscriminator):
+            assert torch.equal(d_total, hinge_d_loss(r, f)) and torch.equal(g_total, hinge_g_loss(f))
+            assert d_parts == g_parts == {}
+        else:
+            assert torch.equal(d_total, disc.combine({k: hinge_d_loss(r[k], f[k]) for k in disc.NAMES}))
+            assert torch.equal(g_total, disc.combine({k: hinge_g_loss(f[k]) for k in disc.NAMES}))
+            assert set(d_parts) == set(g_parts) == set(disc.NAMES)
+
+
 def test_expert_views():
     torch.manual_seed(9)
     committee = ExpertCommittee(features=8, patch=16)
@@ -250,5 +269,6 @@ def test_everything_is_deterministic_under_seed():
 
 
 def test_public_api():
-    for name in models.__all__:
-        assert hasattr(models, name)
+    for module in (models, discriminators):
+        for name in module.__all__:
+            assert hasattr(module, name)

@@ -83,7 +83,7 @@ def test_stitch_notebook_recovers_every_true_grid(tiny_series):
 
 def test_match_notebook_writes_converged_graphs_keyed_by_patch_ids(tiny_series, tiny_dataset):
     from isp_support.data import open_dataset
-    from isp_support.pairing.match import PairGraph
+    from isp_support.pairing.graph import PairGraph
 
     metrics = _metrics(tiny_series, "03_embed_match")
     assert set(metrics["methods"]) == {"ot", "ot_paper", "unbalanced", "knn", "random"}

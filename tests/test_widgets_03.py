@@ -7,10 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
+from isp_support.ot.fgw import fused_gw_plan
 from isp_support.pairing import match as matching
 from isp_support.pairing import quality as pair_quality
 from isp_support import viz
 from isp_support.config import MatchConfig
+from isp_support.pairing.baselines import random_graph
 from isp_support.pairing.quality import ColourStats
 
 
@@ -29,7 +31,7 @@ def knob_inputs():
                "target_image": dict(zip(tp.ids, tp.parents))}
     cfg = MatchConfig()
     graphs = {"default (ot)": matching.match_dataset(*sets, cfg, warn=False).patch_graph,
-              "random": matching.random_graph(sp.ids, tp.ids, cfg.top_patches, seed=0)}
+              "random": random_graph(sp.ids, tp.ids, cfg.top_patches, seed=0)}
     references = {name: pair_quality.pairing_quality(g, name=name, **scoring) for name, g in graphs.items()}
     return sets, cfg, scoring, references
 
@@ -53,14 +55,14 @@ def test_plan_panel_is_the_solvers_plan_for_the_knob_settings(knob_inputs, eps, 
     sets, cfg, scoring, references = knob_inputs
     fig = viz.plan_and_quality_figure(sets, cfg, eps, alpha, scoring=scoring, references=references)
     shown = _plan_image(fig.axes[0])
-    plan, report = matching.fused_gw_plan(sets[0].features, sets[1].features, alpha=alpha, epsilon_rel=eps,
-                                          max_iter=cfg.max_iter, tol=cfg.tol, warn=False)
+    plan, report = fused_gw_plan(sets[0].features, sets[1].features, alpha=alpha, epsilon_rel=eps,
+                                 max_iter=cfg.max_iter, tol=cfg.tol, warn=False)
     plan = plan.numpy()
     assert report.converged
     np.testing.assert_allclose(shown, plan / plan.sum(1, keepdims=True), rtol=1e-9, atol=1e-12)
     # ... and not the plan of the configuration the knobs started from.
-    default, _ = matching.fused_gw_plan(sets[0].features, sets[1].features, alpha=cfg.alpha,
-                                        epsilon_rel=cfg.image_epsilon, tol=cfg.tol, warn=False)
+    default, _ = fused_gw_plan(sets[0].features, sets[1].features, alpha=cfg.alpha,
+                               epsilon_rel=cfg.image_epsilon, tol=cfg.tol, warn=False)
     default = default.numpy()
     assert np.abs(shown - default / default.sum(1, keepdims=True)).max() > 1e-3
 

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..artifacts import sha256_file
-from ..data import ShapeError, UnreadableFileError
+from ..io import ShapeError, UnreadableFileError
 
 PHOTO_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
 

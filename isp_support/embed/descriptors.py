@@ -31,6 +31,7 @@ resumes after a kill and redoes only changed items.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -46,7 +47,7 @@ from tqdm.auto import tqdm
 
 from ..artifacts import atomic_save_npy, atomic_write_json
 from ..colour import uv_histogram, y_histogram
-from ..config import CASTS
+from ..config_rules import CASTS
 
 SKETCH_SEED = 0
 SIZE_MULTIPLE = 14
@@ -161,6 +162,11 @@ def cast_normalised_items(items: dict[str, list[Item]], scene_of: dict[str, str]
 def colour_features(x: torch.Tensor) -> torch.Tensor:
     """Hellinger embedding of the Y (64 bins) and UV (32 x 32) soft histograms."""
     return torch.cat([y_histogram(x, 64).sqrt(), uv_histogram(x, 32).flatten(1).sqrt()], dim=1)
+
+
+def patch_descriptor(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The patch-level descriptor of a batch: its semantic block, L2-normalised (the paper's patch level)."""
+    return F.normalize(semantic_features(model, x), dim=1)
 
 
 @dataclass
@@ -283,9 +289,9 @@ def _npy_shape(path: Path) -> tuple[int, ...]:
 
 
 def _png_or_jpeg(path: Path) -> Callable[[], np.ndarray]:
-    from ..data import read_rgb
+    from ..io import read_rgb_tensor
 
-    return lambda: read_rgb(path).astype(np.float32) / 255.0
+    return lambda: read_rgb_tensor(path).permute(1, 2, 0).numpy()
 
 
 def matching_items(dataset, run_dir: str | Path, split: str = "train") -> dict[str, list[Item]]:
@@ -298,7 +304,7 @@ def matching_items(dataset, run_dir: str | Path, split: str = "train") -> dict[s
     from PIL import Image
 
     from ..artifacts import sha256_file
-    from ..pipeline.raw import output_path
+    from ..pipeline.preprocess import output_path
     from ..pipeline.stitch import STITCHED_DIR
 
     run_dir = Path(run_dir)
@@ -329,6 +335,11 @@ def matching_items(dataset, run_dir: str | Path, split: str = "train") -> dict[s
     }
 
 
+def backbones_key(semantic_info, style_info) -> str:
+    """The feature-cache key naming a backbone pair (``weights_key`` of :func:`matching_descriptors`): their sha256."""
+    return f"{semantic_info.sha256}+{style_info.sha256}"
+
+
 def matching_descriptors(items: dict[str, list[Item]], scene_of: dict[str, str], semantic_net: torch.nn.Module,
                          style_net: torch.nn.Module, embed, cache_root: str | Path, weights_key: str, device: str,
                          progress: bool = True) -> tuple[dict[str, np.ndarray], ImageDescriptor]:
@@ -344,7 +355,7 @@ def matching_descriptors(items: dict[str, list[Item]], scene_of: dict[str, str],
     describe_image = ImageDescriptor(semantic_net, style_net, (embed.weight_semantic, embed.weight_style,
                                      embed.weight_colour), embed.style_dim)
     describers = {"images": describe_image,
-                  "patches": lambda x: F.normalize(semantic_features(semantic_net, x), dim=1),
+                  "patches": functools.partial(patch_descriptor, semantic_net),
                   "colour": lambda x: F.normalize(colour_features(x), dim=1)}
     # The colour weight only scales a block appended afterwards: it stays out of the cache key.
     fields = sorted(k for k in embed.__dataclass_fields__ if k != "patch_colour_weight")

@@ -1,11 +1,8 @@
 """Inference: the colour network over patches, whole images and camera RAW files; the challenge export.
 
 * :func:`predict`: a stack of pre-processed patches through the network, in batches.
-* :func:`render`: one whole image in one pass, or tiled with overlap when it is too large
-  for memory. The tiles overlap by the network's context (:attr:`ColourNet.context`) and
-  keep only their inner part, so a tiled rendering equals the one-pass rendering: no seams.
-  ``tile="auto"`` (:func:`network_tile`) takes cache-sized tiles on the CPU, where they are
-  several times faster than one pass, and large ones on a GPU.
+* :func:`~isp_support.evaluate.tiles.render`: one whole image in one pass, or in overlapping
+  tiles that give the same result with bounded memory.
 * :func:`to_uint8` / :func:`save_png`: 8-bit export with rounding (never truncation), written
   atomically.
 * :func:`read_camera_raw`: a DNG (or any format LibRaw reads: CR2, NEF, ARW, ...) through rawpy,
@@ -30,22 +27,22 @@ import numpy as np
 import torch
 
 from ..artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
-from ..config import ConfigError, PreprocessConfig, config_from_dict, load_config, resolve_device
-from ..data import DataError, UnreadableFileError, read_raw, require_regular_file
-from ..pipeline.raw import FFDNetUnavailableError, RawPipeline, RawPipelineError, pipeline_settings
+from ..config import PreprocessConfig, config_from_dict, load_config, resolve_device
+from ..config_rules import ConfigError
+from ..io import DataError, UnreadableFileError, read_raw, require_regular_file
+from ..pipeline.errors import FFDNetUnavailableError, RawPipelineError
+from ..pipeline.preprocess import pipeline_settings
+from ..pipeline.raw import RawPipeline
+from .tiles import render, tiled
 
 __all__ = ["CAMERA_RAW_SUFFIXES", "PIPELINE_CONTEXT", "PIPELINE_TILE", "PredictError", "Predictor", "export_folder",
-           "network_tile", "predict", "read_camera_raw", "render", "save_png", "tiled", "to_uint8"]
+           "predict", "read_camera_raw", "save_png", "to_uint8"]
 
 CAMERA_RAW_SUFFIXES = (".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw")
 PIPELINE_CONTEXT = 32
 """Packed RAW pixels of overlap between tiles of the pre-processing chain (DemosaicNet + FFDNet see less)."""
 PIPELINE_TILE = 1024
 """Default tile side (RGB pixels) of the pre-processing chain over a whole camera RAW file."""
-AUTO_TILE = {"cpu": 128, "cuda": 2048}
-"""``tile="auto"`` for the colour network. On the CPU its 128-channel hidden layer is fastest in
-tiles whose activations fit the cache: 128 px tiles render a megapixel about 4x faster than one
-pass on 2 EPYC cores (``benchmarks/bench_all.py`` prints both). On a GPU, large tiles bound memory."""
 MANIFEST = "predict.json"
 """The output folder's record: ``{"complete": bool, "files": {png name: entry}}``, see :func:`export_folder`."""
 RECORD_KEYS = frozenset({"input", "input_sha256", "png_sha256", "checkpoint_sha256", "preprocess", "camera_wb"})
@@ -61,60 +58,6 @@ def predict(model: torch.nn.Module, x: torch.Tensor, device: str | torch.device 
     with torch.inference_mode():
         return torch.cat([model(x[i:i + batch_size].to(device, torch.float32)).float().cpu()
                           for i in range(0, len(x), batch_size)]) if len(x) else x.float()
-
-
-def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int | None, context: int,
-          scale: int = 1) -> torch.Tensor:
-    """Apply ``fn`` to ``(B, C, H, W)`` in overlapping tiles and assemble the result.
-
-    ``fn`` maps ``(B, C, h, w)`` to ``(B, C', scale h, scale w)`` and its output pixel depends on
-    at most ``context`` input pixels on each side. Each tile is cut with ``context`` extra input
-    pixels on every inner side and only its inner part is kept, so the result equals ``fn(x)``
-    whenever ``context`` covers ``fn``'s reach (image borders are the image's own borders in
-    both). ``tile=None`` or a tile at least the image's size: one pass.
-    """
-    h, w = x.shape[-2:]
-    if tile is None or (tile >= h and tile >= w):
-        return fn(x)
-    if tile < 1:
-        raise ValueError(f"tile must be a positive number of pixels, got {tile}")
-    out: torch.Tensor | None = None
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            ty0, tx0 = max(y0 - context, 0), max(x0 - context, 0)
-            piece = fn(x[..., ty0:min(y1 + context, h), tx0:min(x1 + context, w)])
-            if out is None:
-                out = piece.new_empty(*piece.shape[:2], h * scale, w * scale)
-            oy, ox = (y0 - ty0) * scale, (x0 - tx0) * scale
-            out[..., y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
-                piece[..., oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
-    return out
-
-
-def network_tile(tile: int | str | None, device: str | torch.device) -> int | None:
-    """The tile side :func:`render` uses: ``"auto"`` is :data:`AUTO_TILE` of the device type; an
-    int or ``None`` (one pass) is kept."""
-    if tile == "auto":
-        return AUTO_TILE.get(torch.device(device).type, AUTO_TILE["cuda"])
-    if tile is not None and not isinstance(tile, int):
-        raise ValueError(f"tile must be 'auto', a number of pixels or None, got {tile!r}")
-    return tile
-
-
-def render(model: torch.nn.Module, image: torch.Tensor, device: str | torch.device = "cpu",
-           tile: int | str | None = None) -> torch.Tensor:
-    """A whole image ``(3, H, W)`` or batch ``(B, 3, H, W)`` through the network: one pass, or tiles of
-    ``tile`` pixels overlapping by the network's context (the same result, bounded memory);
-    ``"auto"``: see :func:`network_tile`."""
-    tile = network_tile(tile, device)
-    single = image.ndim == 3
-    x = image.unsqueeze(0) if single else image
-    model = model.eval().to(device)
-    context = int(getattr(model, "context", 0))
-    with torch.inference_mode():
-        out = tiled(lambda t: model(t.to(device, torch.float32)).float().cpu(), x, tile, context)
-    return out[0] if single else out
 
 
 # --- export ------------------------------------------------------------------------------------------
@@ -243,13 +186,14 @@ class Predictor:
     (its defaults) replaces them; one of the two is needed for checkpoints written before they recorded
     them. No other file is read; :attr:`config_source` says where the settings came from. Bad settings, a
     ``batch_size`` below 1 and a ``device`` other than auto, cpu, cuda or cuda:N are named errors here.
-    ``tile``: tile side (RGB pixels) for whole images; ``"auto"``: the network's :func:`network_tile` and
-    :data:`PIPELINE_TILE` for the pre-processing; ``None``: one pass for both.
+    ``tile``: tile side (RGB pixels) for whole images; ``"auto"``: the network's
+    :func:`~isp_support.evaluate.tiles.network_tile` and :data:`PIPELINE_TILE` for the pre-processing;
+    ``None``: one pass for both.
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", profile: str | None = None,
                  tile: int | str | None = "auto", batch_size: int = 16, preprocess_from: str | Path | None = None):
-        from ..train.loop import read_checkpoint
+        from ..train.checkpoint import read_checkpoint
 
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch size (--batch) must be a positive number of patches, got {batch_size!r}")

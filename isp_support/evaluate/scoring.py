@@ -29,12 +29,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import inference, metrics
+from . import inference, metrics, tiles
 from ..train import loop as training
+from ..train.checkpoint import epoch_models
 from ..config import Config
-from ..data import open_dataset, read_rgb
+from ..data import open_dataset
+from ..io import read_rgb_batch
 from ..train.models import count_parameters
-from ..pipeline.raw import load_preprocessed
+from ..pipeline.preprocess import load_preprocessed
 from ..pipeline.stitch import STITCHED_DIR, load_stitched
 
 __all__ = ["METHODS", "METRICS", "EvaluationError", "Method", "TestSet", "ablation_table", "compare_to",
@@ -157,8 +159,7 @@ def load_test_set(cfg: Config, run_dir: str | Path, split: str | None = None) ->
         inputs = torch.from_numpy(np.stack([load_preprocessed(pre, split, i) for i in ids]).astype(np.float32))
     except FileNotFoundError as exc:
         raise EvaluationError(f"{exc.filename}: missing pre-processed patch; run 01_preprocess first") from exc
-    truth = torch.from_numpy(np.stack([read_rgb(p.path) for s in scenes for p in part.gt[s].patches])
-                             ).permute(0, 3, 1, 2).float() / 255
+    truth = read_rgb_batch([p.path for s in scenes for p in part.gt[s].patches])
     grids_file = run_dir / STITCHED_DIR / "grids.json"
     if not grids_file.is_file():
         raise EvaluationError(f"{grids_file}: missing; run 02_stitch first")
@@ -192,7 +193,7 @@ def render_scene(model: torch.nn.Module | None, test: TestSet, scene: str, devic
                  tile: int | str | None = None) -> torch.Tensor:
     """A full test image ``(3, H, W)`` rendered by ``model`` in one pass (or overlapping tiles)."""
     image = test.images[scene].float()
-    return image if model is None else inference.render(model, image, device, tile)
+    return image if model is None else tiles.render(model, image, device, tile)
 
 
 def render_patchwise(model: torch.nn.Module | None, test: TestSet, scene: str, device: str = "cpu") -> torch.Tensor:
@@ -224,17 +225,17 @@ def score_images(model: torch.nn.Module | None, test: TestSet, device: str = "cp
 
 def seconds_per_megapixel(model: torch.nn.Module | None, device: str = "cpu", side: int = 1024, repeats: int = 3,
                           tile: int | str | None = None) -> float:
-    """Median wall time of :func:`inference.render` on a ``side`` x ``side`` image, per megapixel (0 without a network)."""
+    """Median wall time of :func:`tiles.render` on a ``side`` x ``side`` image, per megapixel (0 without a network)."""
     if model is None:
         return 0.0
     x = torch.rand(3, side, side, generator=torch.Generator().manual_seed(0))
     sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
-    inference.render(model, x, device, tile)  # warm-up
+    tiles.render(model, x, device, tile)  # warm-up
     times = []
     for _ in range(repeats):
         sync()
         start = time.perf_counter()
-        inference.render(model, x, device, tile)
+        tiles.render(model, x, device, tile)
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times) / (side * side / 1e6)
@@ -243,13 +244,13 @@ def seconds_per_megapixel(model: torch.nn.Module | None, device: str = "cpu", si
 # --- every epoch ------------------------------------------------------------------------------------------------
 
 def epoch_scores(folder: str | Path, inputs: torch.Tensor, truth: torch.Tensor, device: str = "cpu") -> pd.DataFrame:
-    """One row per saved epoch of the run in ``folder`` (:func:`training.epoch_models`): ``epoch`` and the
+    """One row per saved epoch of the run in ``folder`` (:func:`epoch_models`): ``epoch`` and the
     mean of each metric over ``inputs`` rendered by that epoch's weights against ``truth``.
 
     For scoring only: training chose its kept epoch without ground truth; this shows how well it chose.
     """
     rows = []
-    for epoch, model in training.epoch_models(folder).items():
+    for epoch, model in epoch_models(folder).items():
         scores = _scores(inference.predict(model, inputs, device), truth, device)
         rows.append({"epoch": epoch} | {k: float(v.mean()) for k, v in scores.items()})
     return pd.DataFrame(rows)

@@ -39,7 +39,7 @@ import torch
 from kornia.color import rgb_to_yuv
 
 from ..colour import uv_histogram, y_histogram
-from .match import PairGraph
+from .graph import PairGraph
 
 MOMENTS = ("Y mean", "U mean", "V mean", "Y sd", "U sd", "V sd")
 FIGURES = (*MOMENTS, "histogram")
@@ -77,7 +77,7 @@ def colour_stats(rgb: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def load_colour_stats(files: Mapping[str, Path], batch_size: int = 64) -> ColourStats:
     """Statistics of image files (``{id: path}``, PNG or JPEG), read and described in batches of equal size."""
-    from ..data import read_rgb
+    from ..io import read_rgb
 
     ids = tuple(sorted(files))
     parts: dict[str, tuple[np.ndarray, ...]] = {}

@@ -21,7 +21,7 @@ pseudo-paired target.
   a closed-form ridge-regularised affine colour fit of the prediction to the
   target before a pixel loss.
 * :class:`LossWeights`, :func:`stage1_loss`: the weighted sum of eq. 13 without the adversarial term
-  (stage 2 adds it in :mod:`isp_support.train.loop`).
+  (stage 2 adds it in :mod:`isp_support.train.objectives`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..colour import uv_histogram, y_histogram
+from ..config import TrainConfig
 
 __all__ = [
     "INPUT_SCALE_CORRECTION",
@@ -157,10 +158,10 @@ class GramLoss(nn.Module):
     ``"sum"`` is eq. 9 as printed (squared Frobenius norm); ``"mean"`` divides it
     by ``C^2`` (the mean squared entry, i.e. ``F.mse_loss`` on the Gram matrices,
     the usual implementation). The paper does not say which its weight of 1.0
-    refers to; with ``"sum"`` the term is 3-4 orders of magnitude above the
-    histogram and moment terms on natural patches (the deep layers have
-    ``C = 256..512``) and alone decides training, so training uses ``"mean"``
-    (:class:`~isp_support.config.TrainConfig`).
+    refers to; with ``"sum"`` the term dwarfs the histogram and moment terms on
+    natural patches (the deep layers have ``C = 256..512``; measured in
+    ``docs/measurements.md``, Training) and alone decides training, so training
+    uses ``"mean"`` (:class:`~isp_support.config.TrainConfig`).
 
     The backbone is frozen here (``requires_grad_(False)``, eval mode, kept in eval
     mode by :meth:`train`) and registered as a submodule, so ``.to(device)`` moves
@@ -185,7 +186,7 @@ class GramLoss(nn.Module):
         self.reduction = reduction
         self.backbone_name = name or type(backbone).__name__
         self.weights_info: Any = None
-        """The backbone's :class:`~isp_support.embed.backbones.WeightsInfo` when built by :func:`gram_loss_for`."""
+        """The backbone's :class:`~isp_support.embed.weights_files.WeightsInfo` when built by :func:`gram_loss_for`."""
 
     def train(self, mode: bool = True) -> "GramLoss":
         super().train(mode)
@@ -224,7 +225,7 @@ def gram_loss_for(cfg: Any, device: str | torch.device = "cpu", log: Callable[[s
     ``cfg`` is a :class:`~isp_support.config.Config` (its ``embed``) or an
     :class:`~isp_support.config.EmbedConfig`. With ``style_backbone='vgg19'`` (the
     paper's, and the ``full`` profile's) VGG19 is loaded; when its weights are not
-    available (:class:`~isp_support.embed.backbones.WeightsUnavailableError`) the offline
+    available (:class:`~isp_support.embed.weights_files.WeightsUnavailableError`) the offline
     ImageNet VGG16 is used instead and the line says so, with the reason. With
     ``style_backbone='vgg16_offline'`` (the ``tiny`` / ``demo`` profiles) VGG19 is
     not tried, so those profiles never download anything. Other loading errors
@@ -238,11 +239,11 @@ def gram_loss_for(cfg: Any, device: str | torch.device = "cpu", log: Callable[[s
     ``255 * 0.226 = 57.6`` x the ImageNet-normalised input VGG19 sees), so its
     features are roughly 57.6x, its Gram matrices 57.6^2 x and this loss about
     57.6^4 ~ 1.1e7 x VGG19's (exactly so for a bias-free ReLU network, which is
-    positively homogeneous). Measured on 96 x 96 demo patches with ``scale=1``:
-    ~1e10 for pseudo pairs (``"sum"``), mostly relu1_2..relu3_3. ``scale=None``
-    divides that factor out.
+    positively homogeneous; its measured size is in ``docs/measurements.md``,
+    Training). ``scale=None`` divides that factor out.
     """
-    from ..embed.backbones import WeightsUnavailableError, load_backbone
+    from ..embed.backbones import load_backbone
+    from ..embed.weights_files import WeightsUnavailableError
 
     embed = getattr(cfg, "embed", cfg)
     wanted = embed.style_backbone
@@ -386,17 +387,20 @@ def pal_loss(y_hat: torch.Tensor, y: torch.Tensor, ridge: float = 1e-3, bias: bo
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the training terms; the defaults are the paper's stage 1.
+    """Weights of the training terms; the defaults are the paper's stage 1, defined once, in
+    :class:`~isp_support.config.TrainConfig` (stage 2's lower moment and TV weights in
+    :class:`~isp_support.config.Stage2Config`; :func:`isp_support.train.objectives.loss_weights` builds the
+    weights of a run from its config).
 
     ``pal`` weights the optional :func:`pal_loss` (not in the paper; 0 = off).
     A term whose weight is 0 is not computed.
     """
 
-    mom: float = 1.0
-    luma: float = 1.0
-    chroma: float = 1.5
-    gram: float = 1.0
-    tv: float = 0.05
+    mom: float = TrainConfig.mom
+    luma: float = TrainConfig.luma
+    chroma: float = TrainConfig.chroma
+    gram: float = TrainConfig.gram
+    tv: float = TrainConfig.tv
     pal: float = 0.0
     luma_bins: int = 64
     chroma_bins: int = 32

@@ -1,0 +1,123 @@
+"""Checkpoints of a training run: the weights files notebooks and ``predict`` load, read weights-only.
+
+``best.pt`` (the kept epoch) and ``epochs/epoch_<e>.pt`` (every epoch's evaluated weights) hold one
+:class:`~isp_support.train.models.ColourNet` in the format of :func:`weights_bytes`; :func:`read_checkpoint`
+rebuilds it without unpickling anything. The full per-epoch checkpoints of :func:`isp_support.train.loop.train`
+(``checkpoints/epoch_<e>.pt``: weights, optimiser, schedule, EMA, discriminator, history) are written with
+:func:`to_bytes` and read with :func:`load_state`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import TrainingError
+from .models import ColourNet
+from ..config import PreprocessConfig
+from ..io import DataError, require_regular_file
+
+__all__ = ["EPOCHS", "epoch_models", "load_epoch", "load_model", "load_state", "read_checkpoint", "to_bytes",
+           "weights_bytes"]
+
+EPOCHS = "epochs"
+"""Folder of a run holding every epoch's evaluated weights (``epoch_<e>.pt``)."""
+
+
+def to_bytes(obj: Any) -> bytes:
+    """``obj`` as :func:`torch.save` writes it."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def load_state(path: Path, remedy: str = "delete it to retrain from the previous one") -> Any:
+    """A checkpoint's contents, weights-only (pickled objects are refused, never run); ``remedy`` ends the
+    message when the file is damaged. Torch's own advice to load with ``weights_only=False`` is not passed on."""
+    try:
+        require_regular_file(path)
+    except DataError as exc:
+        raise TrainingError(f"{path}: checkpoint {exc.problem}") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+        what = f"it holds a pickled {found[1]}" if found else "not a file torch.save wrote"
+        raise TrainingError(f"{path}: not a weights-only checkpoint of this package ({what}); pickled objects are "
+                            f"refused") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, zipfile errors ...
+        detail = " ".join(str(exc).split()) or "empty or truncated"
+        raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {detail}); {remedy}") from None
+
+
+_MODEL_ARG_LIMITS = {"hidden": 4096, "lut_size": 129}
+"""Largest ColourNet sizes a checkpoint may ask for (far above the 7K network's 128 and 33)."""
+
+
+def read_checkpoint(path: str | Path) -> tuple[ColourNet, dict[str, Any]]:
+    """The colour network of ``best.pt`` or ``epochs/epoch_<e>.pt`` (on the CPU, in eval mode) and the
+    checkpoint's entries (``model``, ``model_args``, ``epoch``, ``figures``, ``preprocess``: see
+    :func:`weights_bytes`). Anything else, a bare state dict included, is a :class:`TrainingError`."""
+    path = Path(path)
+    state = load_state(path, "it is damaged: train it again or pass another checkpoint")
+    if not isinstance(state, dict) or not {"model", "model_args"} <= state.keys():
+        found = sorted(map(str, state))[:4] if isinstance(state, dict) else type(state).__name__
+        raise TrainingError(f"{path}: not a network checkpoint of this package (a bare state dict? it needs "
+                            f"'model' and 'model_args' entries; found {found}); use a best.pt of training.train")
+    args = state["model_args"]
+    if not isinstance(args, dict) or not isinstance(state["model"], dict):
+        raise TrainingError(f"{path}: model_args {args!r} and model must be mappings (keyword arguments of "
+                            f"ColourNet and its state dict)")
+    too_big = {k: v for k, v in args.items() if k in _MODEL_ARG_LIMITS and not (
+        isinstance(v, int) and 1 <= v <= _MODEL_ARG_LIMITS[k])}
+    if too_big:
+        raise TrainingError(f"{path}: model_args {too_big} out of range (allowed: 1..{_MODEL_ARG_LIMITS}), "
+                            f"refused before any allocation")
+    try:
+        model = ColourNet(**args)
+        model.load_state_dict(state["model"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TrainingError(f"{path}: model_args {args} and the saved weights do not make a ColourNet: "
+                            f"{' '.join(str(exc).split())}") from None
+    return model.eval(), state
+
+
+def load_model(path: str | Path, device: str = "cpu") -> ColourNet:
+    """The colour network saved in ``best.pt`` or ``epochs/epoch_<e>.pt`` (weights only, no unpickling)."""
+    return read_checkpoint(path)[0].to(device)
+
+
+def weights_bytes(model: torch.nn.Module, model_args: dict[str, Any], epoch: int, figures: dict[str, float],
+                   preprocess: PreprocessConfig | None = None) -> bytes:
+    """The format of ``best.pt`` and ``epochs/epoch_<e>.pt``; ``preprocess``: the pre-processing the network
+    was trained behind, as a plain dict (``None``: not known)."""
+    return to_bytes({"model": model.state_dict(), "model_args": model_args, "epoch": epoch, "figures": figures,
+                      "preprocess": None if preprocess is None else dataclasses.asdict(preprocess)})
+
+
+def load_epoch(folder: str | Path, epoch: int, device: str = "cpu") -> ColourNet:
+    """The evaluated weights (the EMA's when on) of one epoch of the run in ``folder``; 0 = the start."""
+    path = Path(folder) / EPOCHS / f"epoch_{epoch:03d}.pt"
+    if not path.is_file():
+        raise TrainingError(f"{path}: no weights of epoch {epoch}; the run has not reached it, or predates "
+                            f"per-epoch weights (train it again with retrain=True)")
+    return load_model(path, device)
+
+
+def epoch_models(folder: str | Path, device: str = "cpu") -> dict[int, ColourNet]:
+    """Every saved epoch's evaluated weights, epoch 0 included, in epoch order.
+
+    For *scoring* each epoch against ground truth (notebooks 04 and 06): the kept epoch is chosen
+    during training by ``TrainConfig.checkpoint_rule``, never from these scores.
+    """
+    files = sorted((Path(folder) / EPOCHS).glob("epoch_*.pt"))
+    if not files:
+        raise TrainingError(f"{Path(folder) / EPOCHS}: no per-epoch weights; the run predates them or never "
+                            f"started (train it again with retrain=True)")
+    return {int(f.stem.split("_")[1]): load_model(f, device) for f in files}
