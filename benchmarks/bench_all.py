@@ -43,7 +43,8 @@ from isp_support.evaluate import scoring as evaluation
 from isp_support.embed import descriptors as features
 from isp_support.evaluate import tiles  # noqa: E402
 from isp_support.artifacts import atomic_write_json  # noqa: E402
-from isp_support.config import load_config, project_root, resolve_device  # noqa: E402
+from isp_support.config import load_config, project_root  # noqa: E402
+from isp_support.config_rules import resolve_device  # noqa: E402
 from isp_support.train.models import ColourNet  # noqa: E402
 from isp_support.runs import device_description, package_versions  # noqa: E402
 from isp_support.embed.backbones import load_backbone  # noqa: E402
@@ -166,21 +167,9 @@ def run_demo_series(run_dir: Path) -> dict:
     return {"run_dir": str(run_dir), "seconds": timing["seconds"], "total_seconds": round(total, 1)}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    parser.add_argument("--skip-series", action="store_true", help="leave out the end-to-end demo series")
-    parser.add_argument("--series-run-dir", default="runs/bench-demo", help="fresh run folder for the series")
-    parser.add_argument("--json", default="runs/bench/bench.json", metavar="PATH")
-    args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    cfg = load_config("demo", device=device)
-    root = project_root()
-    record: dict = {"device": device, "device_name": device_description(device), "platform": platform.platform(),
-                    "threads": torch.get_num_threads(), "versions": package_versions(), "stages": {}}
-    stages = record["stages"]
+def run_stages(cfg, device: str, stages: dict, series_run_dir: Path | None) -> None:
+    """Every stage's figures into ``stages``; the demo series into ``series_run_dir`` unless it is ``None``."""
     raw_side = cfg.dataset.raw_patch
-
     with stage("pre-processing", device, stages):
         pre = bench_preprocess.main(["--device", device, "--patch", str(raw_side), "--count", "32",
                                      "--batch-size", "16", "--repeats", "1"])
@@ -199,13 +188,17 @@ def main(argv: list[str] | None = None) -> dict:
                                for r in train["rows"] if r["patches_per_s"]} | {"side": train["rows"][0]["side"]}
     with stage("inference", device, stages):
         stages["inference"] |= bench_inference(device, cfg.evaluate.timing_side, 3)
-    if not args.skip_series:
+    if series_run_dir is not None:
         with stage("demo series", device, stages, children=True):
-            stages["demo series"] |= run_demo_series(root / args.series_run_dir)
+            stages["demo series"] |= run_demo_series(series_run_dir)
 
+
+def print_summary(record: dict) -> None:
+    """The summary table of ``record``: one line per figure, then the peak memory of every stage."""
+    device = record["device"]
     print("\n=== summary ===")
     print(f"device {device} ({record['device_name']}), {record['threads']} CPU threads, torch {torch.__version__}")
-    s = stages
+    s = record["stages"]
     lines = [("pre-processing (DemosaicNet + FFDNet)", f"{s['pre-processing']['megapixels_per_s']:.3f} MP/s"),
              ("embedding, patches", f"{s['embedding']['patches_per_s']:.1f} patches/s"),
              ("embedding, images", f"{s['embedding']['images_per_s']:.1f} images/s"),
@@ -226,6 +219,22 @@ def main(argv: list[str] | None = None) -> dict:
         print("peak GPU memory allocated (MiB): " + ", ".join(f"{k} {v['peak_gpu_mib']:.0f}" for k, v in s.items()))
     if "demo series" in s:
         print(f"largest notebook kernel RSS: {s['demo series'].get('peak_child_rss_mib', float('nan')):.0f} MiB")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--skip-series", action="store_true", help="leave out the end-to-end demo series")
+    parser.add_argument("--series-run-dir", default="runs/bench-demo", help="fresh run folder for the series")
+    parser.add_argument("--json", default="runs/bench/bench.json", metavar="PATH")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    cfg = load_config("demo", device=device)
+    root = project_root()
+    record: dict = {"device": device, "device_name": device_description(device), "platform": platform.platform(),
+                    "threads": torch.get_num_threads(), "versions": package_versions(), "stages": {}}
+    run_stages(cfg, device, record["stages"], None if args.skip_series else root / args.series_run_dir)
+    print_summary(record)
     out = root / args.json
     atomic_write_json(out, record)
     print(f"written to {out}")

@@ -52,7 +52,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from isp_support.config import resolve_device  # noqa: E402
+from isp_support.config_rules import resolve_device  # noqa: E402
 from isp_support.ot.fgw import fused_gw_plan, sq_distances  # noqa: E402
 from isp_support.ot.reports import MatchingConvergenceWarning  # noqa: E402
 from isp_support.pairing.baselines import knn_graph  # noqa: E402
@@ -129,6 +129,61 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _image_stage(method: str, xs: torch.Tensor, xt: torch.Tensor, args: argparse.Namespace, device: torch.device,
+                 row: dict) -> tuple:
+    """The image level, timed and measured into ``row``; returns ``(plan, top)`` (``plan`` is ``None`` for knn)."""
+    with PeakMemory(device) as mem:
+        _sync(device)
+        t0 = time.perf_counter()
+        if method == "knn":
+            d = sq_distances(xs, xt)
+            top = np.argsort(d.cpu().numpy(), axis=1, kind="stable")[:, : args.top_images]
+            plan, rep = None, None
+        else:
+            plan, rep = fused_gw_plan(xs, xt, alpha=args.alpha, epsilon_rel=args.epsilon,
+                                      unbalanced_tau=args.tau if method == "unbalanced" else None,
+                                      max_iter=args.max_iter, tol=args.tol, overrelax=args.overrelax, warn=False)
+            top, _ = top_k_targets(plan, args.top_images)
+        _sync(device)
+        row["image_seconds"] = time.perf_counter() - t0
+    row["image_peak_mib"] = mem.peak / MIB
+    row["memory_measure"] = mem.how
+    if rep is not None:
+        row.update(image_converged=rep.converged, image_outer_iterations=rep.outer_iterations,
+                   image_inner_iterations=rep.inner_iterations_total)
+    return plan, top
+
+
+def _patch_stage(method: str, patches: tuple, parents: tuple, plan, top, args: argparse.Namespace,
+                 device: torch.device, row: dict) -> None:
+    """The patch level, timed and measured into ``row``; ``patches``: ``(ps, pt, sp, tp)`` (features on the
+    device and their descriptor sets), ``parents``: each patch's image index, source and target."""
+    ps, pt, sp, tp = patches
+    src_parent, tgt_parent = parents
+    with PeakMemory(device) as mem:
+        _sync(device)
+        t0 = time.perf_counter()
+        if method == "knn":
+            g = knn_graph(ps, pt, sp.ids, tp.ids, args.top_patches)
+            row["edges"] = g.n_edges
+            pm = None
+        else:
+            pm = patch_plans(ps, src_parent, pt, tgt_parent, plan, top, top_patches=args.top_patches,
+                             epsilon_rel=args.epsilon, unbalanced_tau=args.tau if method == "unbalanced" else None,
+                             max_iter=args.max_iter, tol=args.tol, max_chunk_bytes=args.chunk_mb * MIB,
+                             overrelax=args.overrelax, warn=False)
+            row["edges"] = int(pm.indices.size)
+        _sync(device)
+        row["patch_seconds"] = time.perf_counter() - t0
+    row["patch_peak_mib"] = mem.peak / MIB
+    if pm is not None:
+        s = pm.report.summary()
+        row.update(patch_problems=s["problems"], patch_converged=s["converged"], patch_chunks=s["chunks"],
+                   patch_iterations_mean=s["iterations_mean"], patch_iterations_max=s["iterations_max"],
+                   patch_problem_shape=f"{s['rows_max']}x{s['cols_max']}",
+                   patch_cost_seconds=pm.seconds["cost"], patch_solve_seconds=pm.seconds["solve"])
+
+
 def run_one(n_images: int, method: str, args: argparse.Namespace) -> dict:
     """Both stages for ``n_images`` source and target images; returns one result row."""
     device = torch.device(resolve_device(args.device))
@@ -147,48 +202,8 @@ def run_one(n_images: int, method: str, args: argparse.Namespace) -> dict:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MatchingConvergenceWarning)
-        with PeakMemory(device) as mem:
-            _sync(device)
-            t0 = time.perf_counter()
-            if method == "knn":
-                d = sq_distances(xs, xt)
-                top = np.argsort(d.cpu().numpy(), axis=1, kind="stable")[:, : args.top_images]
-                plan, rep = None, None
-            else:
-                plan, rep = fused_gw_plan(xs, xt, alpha=args.alpha, epsilon_rel=args.epsilon,
-                                          unbalanced_tau=args.tau if method == "unbalanced" else None,
-                                          max_iter=args.max_iter, tol=args.tol, overrelax=args.overrelax, warn=False)
-                top, _ = top_k_targets(plan, args.top_images)
-            _sync(device)
-            row["image_seconds"] = time.perf_counter() - t0
-        row["image_peak_mib"] = mem.peak / MIB
-        row["memory_measure"] = mem.how
-        if rep is not None:
-            row.update(image_converged=rep.converged, image_outer_iterations=rep.outer_iterations,
-                       image_inner_iterations=rep.inner_iterations_total)
-
-        with PeakMemory(device) as mem:
-            _sync(device)
-            t0 = time.perf_counter()
-            if method == "knn":
-                g = knn_graph(ps, pt, sp.ids, tp.ids, args.top_patches)
-                row["edges"] = g.n_edges
-                pm = None
-            else:
-                pm = patch_plans(ps, src_parent, pt, tgt_parent, plan, top, top_patches=args.top_patches,
-                                 epsilon_rel=args.epsilon, unbalanced_tau=args.tau if method == "unbalanced" else None,
-                                 max_iter=args.max_iter, tol=args.tol, max_chunk_bytes=args.chunk_mb * MIB,
-                                 overrelax=args.overrelax, warn=False)
-                row["edges"] = int(pm.indices.size)
-            _sync(device)
-            row["patch_seconds"] = time.perf_counter() - t0
-        row["patch_peak_mib"] = mem.peak / MIB
-        if pm is not None:
-            s = pm.report.summary()
-            row.update(patch_problems=s["problems"], patch_converged=s["converged"], patch_chunks=s["chunks"],
-                       patch_iterations_mean=s["iterations_mean"], patch_iterations_max=s["iterations_max"],
-                       patch_problem_shape=f"{s['rows_max']}x{s['cols_max']}",
-                       patch_cost_seconds=pm.seconds["cost"], patch_solve_seconds=pm.seconds["solve"])
+        plan, top = _image_stage(method, xs, xt, args, device, row)
+        _patch_stage(method, (ps, pt, sp, tp), (src_parent, tgt_parent), plan, top, args, device, row)
     row["warnings"] = [str(w.message) for w in caught]
     return row
 

@@ -28,7 +28,8 @@ import time
 import numpy as np
 import torch
 
-from isp_support.config import PreprocessConfig, resolve_device
+from isp_support.config import PreprocessConfig
+from isp_support.config_rules import resolve_device
 from isp_support.pipeline.raw import RawPipeline
 
 

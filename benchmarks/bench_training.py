@@ -40,8 +40,10 @@ from functools import partial
 import torch
 
 from isp_support.train import losses
+from isp_support.train.gram import gram_loss_for
 from isp_support.train import loop as training
-from isp_support.config import load_config, resolve_device
+from isp_support.config import load_config
+from isp_support.config_rules import resolve_device
 from isp_support.train.discriminators import UNetDiscriminator
 from isp_support.train.models import ColourNet
 from isp_support.train.objectives import AdversarialObjective, Objective, loss_weights
@@ -81,7 +83,7 @@ def report(result: dict) -> None:
         print(f"{s['side']:>5} px  {s['by_difference']:>5.0%}  {s['direct']:>5.0%}")
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--profile", default="demo", help="config profile for the Gram backbone and stage-2 settings")
@@ -93,45 +95,56 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-stage2", action="store_true", help="skip the stage-2 (discriminator) step")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", "--out", dest="json", metavar="PATH", help="also write the results to this JSON file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _generator_step(model, opt, x, y, objective, amp: bool) -> None:
+    if training.train_step(model, opt, x, y, objective, amp) is None:
+        raise RuntimeError("non-finite loss on random inputs")
+
+
+def _gram_step(gram, y_hat, y, amp: bool) -> None:
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        loss = gram(y_hat, y)
+    loss.backward()
+    y_hat.grad = None
+
+
+def side_steps(side: int, cfg, gram, device: str, batch: int, amp: bool, stage2: bool) -> dict[str, Callable[[], None]]:
+    """The timed steps at patch side ``side`` (see the module docstring), on fresh random inputs and networks
+    drawn after ``torch.manual_seed(0)``."""
+    tc, s2 = cfg.train, cfg.stage2
+    w1, w2 = loss_weights(cfg, 1, "ot"), loss_weights(cfg, 2, "ot")
+    stage1 = lambda weights: Objective(partial(losses.stage1_loss, weights=weights, gram=gram))  # noqa: E731
+    torch.manual_seed(0)
+    x, y = torch.rand(2, batch, 3, side, side, device=device)
+    y_hat = torch.rand_like(x).requires_grad_(True)
+    model = ColourNet(hidden=tc.hidden, head=tc.head).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    no_gram = stage1(dataclasses.replace(w1, gram=0.0))
+    steps = {"stage 1": lambda: _generator_step(model, opt, x, y, stage1(w1), amp),
+             "stage 1, no Gram": lambda: _generator_step(model, opt, x, y, no_gram, amp),
+             "Gram fwd+bwd": lambda: _gram_step(gram, y_hat, y, amp)}
+    if stage2:
+        disc = UNetDiscriminator(features=s2.d_features).to(device)
+        d_opt = torch.optim.Adam(disc.parameters(), lr=s2.d_lr, betas=(0.9, 0.99))
+        adversarial = AdversarialObjective(partial(losses.stage1_loss, weights=w2, gram=gram), disc, d_opt, s2.adv)
+        steps["stage 2"] = lambda: _generator_step(model, opt, x, y, adversarial, amp)
+    return steps
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     device = resolve_device(args.device)
     amp = device.startswith("cuda") and not args.no_amp
-    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp)  # noqa: E731
     cfg = load_config(args.profile, environ={})
-    tc, s2 = cfg.train, cfg.stage2
-    gram = losses.gram_loss_for(cfg, device, scale=tc.gram_scale, reduction=tc.gram_reduction)
-    w1, w2 = loss_weights(cfg, 1, "ot"), loss_weights(cfg, 2, "ot")
-    stage1 = lambda weights: Objective(partial(losses.stage1_loss, weights=weights, gram=gram))  # noqa: E731
-
-    def generator_step(model, opt, x, y, objective):
-        if training.train_step(model, opt, x, y, objective, amp) is None:
-            raise RuntimeError("non-finite loss on random inputs")
-
-    def gram_step(y_hat, y):
-        with autocast():
-            loss = gram(y_hat, y)
-        loss.backward()
-        y_hat.grad = None
-
+    gram = gram_loss_for(cfg, device, scale=cfg.train.gram_scale, reduction=cfg.train.gram_reduction)
     rows, shares = [], []
     for side in args.sizes:
-        torch.manual_seed(0)
-        x, y = torch.rand(2, args.batch, 3, side, side, device=device)
-        y_hat = torch.rand_like(x).requires_grad_(True)
-        model = ColourNet(hidden=tc.hidden, head=tc.head).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        no_gram = stage1(dataclasses.replace(w1, gram=0.0))
-        steps = {"stage 1": lambda: generator_step(model, opt, x, y, stage1(w1)),
-                 "stage 1, no Gram": lambda: generator_step(model, opt, x, y, no_gram),
-                 "Gram fwd+bwd": lambda: gram_step(y_hat, y)}
-        if not args.no_stage2:
-            disc = UNetDiscriminator(features=s2.d_features).to(device)
-            d_opt = torch.optim.Adam(disc.parameters(), lr=s2.d_lr, betas=(0.9, 0.99))
-            adversarial = AdversarialObjective(partial(losses.stage1_loss, weights=w2, gram=gram), disc, d_opt, s2.adv)
-            steps["stage 2"] = lambda: generator_step(model, opt, x, y, adversarial)
+        steps = side_steps(side, cfg, gram, device, args.batch, amp, not args.no_stage2)
         seconds = {name: median_step(step, device, args.warmup, args.repeats) for name, step in steps.items()}
         for name, s in seconds.items():
             rows.append({"side": side, "batch": args.batch, "step": name, "seconds": s,

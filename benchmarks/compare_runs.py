@@ -8,7 +8,9 @@ data (once before the change, once after) and compare. Compared exactly:
 * every ``eval/*.csv`` table (the ablation table, per-patch and per-image scores), less ``TIMING`` columns;
 * every ``match/**/*.npz`` and ``*.npy`` (the plans and pair graphs notebook 03 hands to 04).
 
-Prints one line per difference and exits 1 when there is any, 0 when the runs agree.
+Prints one line per difference and exits 1 when there is any, 0 when the runs agree. With
+``--allow-added``, JSON keys that only RUN_B has (a config field added by the change, recorded in the
+metrics) are listed but not counted: every value both runs have must still agree.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import numpy as np
 
 TIMING = {"seconds", "total_seconds", "megapixels_per_s", "s_per_mp", "started"}
 """Keys (and table columns) whose values are wall-clock measurements: they differ between any two runs."""
+ADDED = "added in B"
+"""How a JSON key that only the second run has is reported (a new config field, say): see ``--allow-added``."""
 
 
 def _walk(a, b, where: str, out: list[str], roots: tuple[str, str]) -> None:
@@ -32,7 +36,7 @@ def _walk(a, b, where: str, out: list[str], roots: tuple[str, str]) -> None:
             if key in TIMING:
                 continue
             if key not in a or key not in b:
-                out.append(f"{where}.{key}: only in {'B' if key not in a else 'A'}")
+                out.append(f"{where}.{key}: {ADDED if key not in a else 'only in A'}")
             else:
                 _walk(a[key], b[key], f"{where}.{key}", out, roots)
     elif isinstance(a, list) and isinstance(b, list):
@@ -94,15 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_a", type=Path)
     parser.add_argument("run_b", type=Path)
+    parser.add_argument("--allow-added", action="store_true", help="list keys only RUN_B has, do not count them")
     args = parser.parse_args(argv)
     for run in (args.run_a, args.run_b):
         if not (run / "metrics").is_dir():
             print(f"{run}: not a run folder (no metrics/)", file=sys.stderr)
             return 2
     count, diffs = compare_runs(args.run_a, args.run_b)
-    for line in diffs:
+    added = [d for d in diffs if d.endswith(ADDED)] if args.allow_added else []
+    diffs = [d for d in diffs if d not in added]
+    for line in diffs + added:
         print(line)
-    print(f"{count} files compared, {len(diffs)} differences")
+    print(f"{count} files compared, {len(diffs)} differences" + (f", {len(added)} keys added in B" if added else ""))
     return 1 if diffs else 0
 
 

@@ -84,14 +84,15 @@ def _add_run_series(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") 
 
 
 def _run_series(args: argparse.Namespace) -> int:
+    from .runs import RunLayout
     from .series import run_series
 
     cfg = load_config(args.profile, data_dir=args.data_dir, run_dir=args.run_dir, seed=args.seed, device=args.device)
     executed = run_series(cfg, args.notebooks, only=args.only)
-    run_dir = Path(cfg.run_dir).resolve()
-    print(f"\nexecuted notebooks: {run_dir / 'notebooks'} ({len(executed)})")
-    print(f"metrics:            {run_dir / 'metrics'}")
-    print(f"run record:         {run_dir / 'run.json'}")
+    layout = RunLayout(Path(cfg.run_dir).resolve())
+    print(f"\nexecuted notebooks: {layout.notebooks} ({len(executed)})")
+    print(f"metrics:            {layout.metrics_dir}")
+    print(f"run record:         {layout.record}")
     return 0
 
 

@@ -24,16 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config_rules import ConfigError, apply_overrides, check, expected, from_dict, validate
+from .config_rules import ConfigError, apply_overrides, expected, from_dict, validate
 from .profiles import PROFILE_DEFAULTS, PROFILES
 
-ENV_VARS = {
-    "profile": "ISP_PROFILE",
-    "data_dir": "ISP_DATA_DIR",
-    "run_dir": "ISP_RUN_DIR",
-    "seed": "ISP_SEED",
-    "device": "ISP_DEVICE",
-}
+ENV_VARS = {"profile": "ISP_PROFILE", "data_dir": "ISP_DATA_DIR", "run_dir": "ISP_RUN_DIR", "seed": "ISP_SEED",
+            "device": "ISP_DEVICE"}
+
 
 @dataclass(frozen=True)
 class DatasetConfig:
@@ -217,7 +213,7 @@ class TrainConfig:
     """Statistics of the moment loss (eq. 6): ``batch`` (over the whole batch, as the authors' code) or
     ``pair`` (each prediction against its own drawn target, averaged over the batch, as eq. 6 is printed)."""
     gram_reduction: str = "mean"
-    """``mean`` (per-entry, ``F.mse_loss`` on Gram matrices) or ``sum`` (eq. 9 as printed); see ``losses.GramLoss``."""
+    """``mean`` (per-entry, ``F.mse_loss`` on Gram matrices) or ``sum`` (eq. 9 as printed); see ``gram.GramLoss``."""
     gram_scale: float | None = None
     """Multiplier of the Gram term; ``None``: the backbone's input-scale correction (1 for VGG19)."""
     crop: int | None = None
@@ -375,21 +371,6 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a :class:`Config` saved with :meth:`Config.to_dict` (e.g. from ``run.json``), validated."""
     return validate(from_dict(Config, data))
-
-
-def resolve_device(device: str) -> str:
-    """Turn ``auto`` into ``cuda`` or ``cpu``; refuse a name ``Config.device`` does not allow, and ``cuda`` /
-    ``cuda:N`` when torch sees no such GPU."""
-    check(device, str, "Config.device")
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if device.startswith("cuda") and int(device.partition(":")[2] or 0) >= count:
-        seen = f"torch sees {count} CUDA device(s)" if count else "no GPU is available (torch sees no CUDA device)"
-        raise ConfigError(f"device {device!r} requested but {seen}; set DEVICE / ISP_DEVICE to 'cpu' or 'auto'")
-    return device
 
 
 # --- helpers -----------------------------------------------------------------

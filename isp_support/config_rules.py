@@ -256,3 +256,18 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
         return value
     return value
+
+
+def resolve_device(device: str) -> str:
+    """Turn ``auto`` into ``cuda`` or ``cpu``; refuse a name ``Config.device`` does not allow, and ``cuda`` /
+    ``cuda:N`` when torch sees no such GPU."""
+    check(device, str, "Config.device")
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.startswith("cuda") and int(device.partition(":")[2] or 0) >= count:
+        seen = f"torch sees {count} CUDA device(s)" if count else "no GPU is available (torch sees no CUDA device)"
+        raise ConfigError(f"device {device!r} requested but {seen}; set DEVICE / ISP_DEVICE to 'cpu' or 'auto'")
+    return device

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from .artifacts import atomic_write_json
-from .config import Config, resolve_device
+from .config import Config
+from .config_rules import resolve_device
 from .config_rules import validate
 from .io import DataError, require_regular_file
 
@@ -53,9 +54,14 @@ class RunLayout:
         """The executed notebooks of ``run-series``."""
         return self.root / "notebooks"
 
+    @property
+    def metrics_dir(self) -> Path:
+        """Every notebook's figures, one JSON file each."""
+        return self.root / "metrics"
+
     def metrics(self, notebook: str) -> Path:
         """One notebook's figures: ``metrics/<notebook>.json``."""
-        return self.root / "metrics" / f"{notebook}.json"
+        return self.metrics_dir / f"{notebook}.json"
 
     @property
     def preprocessed(self) -> Path:
@@ -64,8 +70,22 @@ class RunLayout:
 
     @property
     def stitched(self) -> Path:
-        """Notebook 02: ``stitched/<split>/{raw,jpeg}/`` full images, ``grids.json``, ``index.csv``."""
+        """Notebook 02: ``stitched/<split>/<kind>/<scene>.npy|.png`` full images, ``grids.json``, ``index.csv``."""
         return self.root / "stitched"
+
+    def stitched_image(self, split: str, kind: str, scene: str) -> Path:
+        """One full image of notebook 02, without its suffix (``.npy`` for RAW, ``.png`` otherwise)."""
+        return self.stitched / split / kind / scene
+
+    @property
+    def grids(self) -> Path:
+        """Notebook 02: every scene's recovered grid."""
+        return self.stitched / "grids.json"
+
+    @property
+    def stitch_index(self) -> Path:
+        """Notebook 02: each patch's place in its full image."""
+        return self.stitched / "index.csv"
 
     @property
     def match(self) -> Path:

@@ -52,3 +52,17 @@ def test_a_file_missing_on_one_side_is_reported(tmp_path):
 def test_a_folder_that_is_not_a_run_is_refused(tmp_path, capsys):
     assert compare_runs.main([str(make_run(tmp_path / "a")), str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_added_keys_count_unless_allowed_and_changed_values_count_always(tmp_path, capsys):
+    a, b = make_run(tmp_path / "a"), make_run(tmp_path / "b", psnr=18.0)
+    metrics = b / "metrics" / "06_evaluate.json"
+    metrics.write_text(metrics.read_text().replace('"export"', '"new_field": 1, "export"'))
+    assert compare_runs.main([str(a), str(b), "--allow-added"]) == 1  # the PSNR still differs
+    out = capsys.readouterr().out
+    assert "06_evaluate.json.new_field: added in B" in out and "1 keys added in B" in out
+    b2 = make_run(tmp_path / "b2")
+    metrics = b2 / "metrics" / "06_evaluate.json"
+    metrics.write_text(metrics.read_text().replace('"export"', '"new_field": 1, "export"'))
+    assert compare_runs.main([str(a), str(b2)]) == 1
+    assert compare_runs.main([str(a), str(b2), "--allow-added"]) == 0

@@ -3,7 +3,8 @@ import json
 import pytest
 import yaml
 
-from isp_support.config import Config, config_from_dict, load_config, profile_config, resolve_device
+from isp_support.config import Config, config_from_dict, load_config, profile_config
+from isp_support.config_rules import resolve_device
 from isp_support.config_rules import ConfigError
 from isp_support.profiles import PROFILES
 from isp_support.runs import RUN_RECORD, init_run

@@ -1,4 +1,4 @@
-"""Tests of the training losses (isp_support.train.losses): hand-computed values, gradchecks, frozen backbones.
+"""Tests of the training losses (isp_support.train.losses, .gram): hand-computed values, gradchecks, frozen backbones.
 
 CPU only and fast: a tiny random conv net stands in for VGG where the real one is
 not the point; one test loads the offline ImageNet VGG16 on 32 x 32 images.
@@ -18,9 +18,9 @@ from isp_support.embed import backbones as weights
 from isp_support.embed import weights_files
 from isp_support.colour import U_RANGE
 from isp_support.config import EmbedConfig, profile_config
-from isp_support.train.losses import (INPUT_SCALE_CORRECTION, GramLoss, LossWeights, chroma_histogram_loss, gram_loss_for, gram_matrix,
-                                hinge_d_loss, hinge_g_loss, luma_histogram_loss, moment_loss, pal_loss,
-                                stage1_loss, tv_loss)
+from isp_support.train.gram import INPUT_SCALE_CORRECTION, GramLoss, gram_loss_for, gram_matrix
+from isp_support.train.losses import (LossWeights, chroma_histogram_loss, hinge_d_loss, hinge_g_loss,
+                                      luma_histogram_loss, moment_loss, pal_loss, stage1_loss, tv_loss)
 from isp_support.embed.weights_files import WeightsUnavailableError
 
 

@@ -9,7 +9,7 @@ from skimage import data
 from skimage.color import deltaE_ciede2000, rgb2lab
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from isp_support.evaluate.metrics import (
+from isp_support.metrics import (
     SlicedReference,
     colour_distance,
     delta_e2000,

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from isp_support.train import TrainingError, checkpoint, losses, objectives, pairs, validate
+from isp_support.train.gram import gram_loss_for
 from isp_support.train import loop as training
 from isp_support.config import PreprocessConfig, load_config
 from isp_support.data import open_dataset
@@ -19,6 +20,7 @@ from isp_support.io import read_rgb_tensor
 from isp_support.pairing.baselines import random_graph
 from isp_support.train.models import ColourNet
 from isp_support.pipeline.preprocess import preprocess_split
+from isp_support.runs import run_name
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +146,7 @@ def test_per_pair_moment_is_wired_into_the_loss_and_the_run_name(tiny_dataset, r
     pair = cfg.replace(**{"train.moment": "pair"})
     assert objectives.loss_weights(pair, 1, "ot").moment_per_sample
     assert objectives.loss_weights(pair, 2, "ot").moment_per_sample
-    assert training.default_name(1, "ot", pair) == "stage1_ot_pairmoment"
+    assert run_name(1, "ot", pair) == "stage1_ot_pairmoment"
     with pytest.raises(TrainingError, match="TrainConfig.moment"):
         objectives.loss_weights(cfg.replace(**{"train.moment": "image"}), 1, "ot")
 
@@ -220,7 +222,7 @@ def test_stage1_on_tiny_data_lowers_the_training_loss(tiny_dataset, run):
     order, targets, _ = pairs.epoch_plan(src, 1, cfg.seed)
     x = torch.stack([pairs.read_source(src.source_files[i]) for i in order])
     y = torch.stack([read_rgb_tensor(t) for t in targets])
-    gram = losses.gram_loss_for(cfg, log=quiet, scale=None, reduction="mean")
+    gram = gram_loss_for(cfg, log=quiet, scale=None, reduction="mean")
     weights = objectives.loss_weights(cfg, 1, "random")
     torch.manual_seed(0)
     with torch.no_grad():

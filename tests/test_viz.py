@@ -99,3 +99,35 @@ def test_evaluation_figures(figure):
     viz.rendering_grid({"floor: 20.00 dB": [img, img], "ot: 21.00 dB": [img, img]}, {"gt (a)": img, "gt (b)": img})
     assert [ax.get_title() for ax in figure().axes] == ["floor: 20.00 dB"] * 2 + ["ot: 21.00 dB"] * 2 + ["gt (a)",
                                                                                                           "gt (b)"]
+
+
+def _run(folder, history, best_epoch=1, name="stage1_ot"):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name=name, folder=folder, history=history, best_epoch=best_epoch,
+                           checkpoint_rule="pseudo_loss")
+
+
+def test_epoch_panels_draw_every_validation_figure_and_the_ground_truth(figure):
+    history = [{"epoch": e, "pseudo_loss": 1.0 - e / 10, "colour_distance": 0.5, "structure": 0.9} for e in range(3)]
+    viz.epoch_panels(_run(None, history), None, 0.8)
+    assert [ax.get_title() for ax in figure().axes] == ["pseudo_loss", "colour_distance", "structure"]
+    assert figure().axes[2].lines[-1].get_ydata()[0] == 0.8  # the structure floor
+    scores = pd.DataFrame({"psnr": [20.0, 21.0, 20.5], "delta_e2000": [5.0, 4.0, 4.5]}, index=[0, 1, 2])
+    viz.epoch_panels(_run(None, history), scores, 0.8)
+    np.testing.assert_allclose(figure().axes[3].lines[0].get_ydata(), [20.0, 21.0, 20.5])
+    assert figure().axes[4].get_title() == "delta_e2000 vs train/gt (scoring only)"
+
+
+def test_renderings_show_the_saved_sample_strips(figure, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "samples").mkdir()
+    for e in range(4):
+        Image.fromarray(np.full((4, 8, 3), 40 * e, np.uint8)).save(tmp_path / "samples" / f"epoch_{e:03d}.png")
+    history = [{"epoch": e} for e in range(4)]
+    viz.epoch_renderings(_run(tmp_path, history, best_epoch=1), samples=2)
+    assert [ax.get_title() for ax in figure().axes] == ["epoch 0", "epoch 1 (kept)", "epoch 3"]
+    assert figure().axes[2].images[0].get_array()[0, 0, 0] == 120
+    viz.kept_renderings({"stage 1": _run(tmp_path, history, 2), "stage 2": _run(tmp_path, history, 0)}, samples=2)
+    assert [ax.get_title() for ax in figure().axes] == ["stage 1 (epoch 2)", "stage 2 (epoch 0)"]

@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from isp_support.train import losses
+from isp_support.train.gram import GramLoss
 from isp_support import viz
 from isp_support.config import profile_config
 
@@ -34,7 +35,7 @@ class StubBackbone(nn.Module):
 
 @pytest.fixture(scope="module")
 def gram():
-    return losses.GramLoss(StubBackbone(), reduction="mean")
+    return GramLoss(StubBackbone(), reduction="mean")
 
 
 @pytest.fixture(scope="module")

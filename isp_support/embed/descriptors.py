@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from ..artifacts import atomic_save_npy, atomic_write_json
 from ..colour import uv_histogram, y_histogram
 from ..config_rules import CASTS
+from ..runs import RunLayout
 
 SKETCH_SEED = 0
 SIZE_MULTIPLE = 14
@@ -305,12 +306,12 @@ def matching_items(dataset, run_dir: str | Path, split: str = "train") -> dict[s
 
     from ..artifacts import sha256_file
     from ..pipeline.preprocess import output_path
-    from ..pipeline.stitch import STITCHED_DIR
 
     run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     part = dataset[split]
-    stitched = run_dir / STITCHED_DIR / split
-    missing = [p for p in (stitched / "raw", stitched / "jpeg", run_dir / "preprocessed" / split) if not p.is_dir()]
+    stitched = layout.stitched / split
+    missing = [p for p in (stitched / "raw", stitched / "jpeg", layout.preprocessed / split) if not p.is_dir()]
     if missing:
         raise FileNotFoundError(f"{missing[0]} is missing: run 01_preprocess and 02_stitch with RUN_DIR={run_dir}")
 
@@ -329,7 +330,7 @@ def matching_items(dataset, run_dir: str | Path, split: str = "train") -> dict[s
     return {
         "source_images": [npy_item(s, stitched / "raw" / f"{s}.npy", False) for s in part.raws],
         "target_images": [image_item(s, stitched / "jpeg" / f"{s}.png") for s in part.jpegs],
-        "source_patches": [npy_item(p.id, output_path(run_dir / "preprocessed", split, p.id), True)
+        "source_patches": [npy_item(p.id, output_path(layout.preprocessed, split, p.id), True)
                            for p in part.raw_patches()],
         "target_patches": [image_item(p.id, p.path) for p in part.jpeg_patches()],
     }

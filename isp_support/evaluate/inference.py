@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from ..artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
-from ..config import PreprocessConfig, config_from_dict, load_config, resolve_device
+from ..config import PreprocessConfig, config_from_dict, load_config
+from ..config_rules import resolve_device
 from ..config_rules import ConfigError
 from ..io import DataError, UnreadableFileError, read_raw, require_regular_file
 from ..pipeline.errors import FFDNetUnavailableError, RawPipelineError

@@ -29,15 +29,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import inference, metrics, tiles
-from ..train import loop as training
-from ..train.checkpoint import epoch_models
+from .. import metrics, runs
 from ..config import Config
 from ..data import open_dataset
 from ..io import read_rgb_batch
-from ..train.models import count_parameters
 from ..pipeline.preprocess import load_preprocessed
-from ..pipeline.stitch import STITCHED_DIR, load_stitched
+from ..pipeline.stitch import load_stitched
+from ..train import loop
+from ..train.checkpoint import epoch_models
+from ..train.models import count_parameters
+from . import inference, tiles
 
 __all__ = ["METHODS", "METRICS", "EvaluationError", "Method", "TestSet", "ablation_table", "compare_to",
            "load_test_set", "method_config", "model_info", "render_patchwise", "render_scene", "run_name",
@@ -94,12 +95,11 @@ def method_config(cfg: Config, method: Method, seed: int | None = None) -> Confi
 def run_name(cfg: Config, method: Method, seed: int | None = None) -> str:
     """The run folder of a row: notebook 04/05's for the profile's seed, ``..._seed<k>`` for other seeds."""
     mcfg = method_config(cfg, method, seed)
-    name = training.default_name(method.stage, method.pairing, mcfg)
-    return name if seed is None or seed == cfg.seed else f"{name}_seed{seed}"
+    return runs.run_name(method.stage, method.pairing, mcfg, None if seed is None or seed == cfg.seed else seed)
 
 
 def train_method(cfg: Config, run_dir: str | Path, method: Method, device: str = "cpu", seed: int | None = None,
-                 progress: bool = True, log: Callable[[str], None] = print) -> training.TrainResult | None:
+                 progress: bool = True, log: Callable[[str], None] = print) -> loop.TrainResult | None:
     """Train, resume or load the network of one row (``None`` for the floor).
 
     With the profile's seed this is the very run notebooks 04 and 05 made (loaded, not retrained).
@@ -111,8 +111,8 @@ def train_method(cfg: Config, run_dir: str | Path, method: Method, device: str =
     init = None
     if method.stage == 2:
         base = train_method(cfg, run_dir, METHODS["ot"], device, seed, progress, log)
-        init = base.folder / training.BEST
-    return training.train(mcfg, run_dir, device, stage=method.stage, pairing=method.pairing,
+        init = base.folder / loop.BEST
+    return loop.train(mcfg, run_dir, device, stage=method.stage, pairing=method.pairing,
                            name=run_name(cfg, method, seed), init=init, progress=progress, log=log)
 
 
@@ -154,13 +154,13 @@ def load_test_set(cfg: Config, run_dir: str | Path, split: str | None = None) ->
                               f"(the challenge keeps its test ground truth hidden)")
     scenes = sorted(part.gt)
     ids = [p.id for s in scenes for p in part.raws[s].patches]
-    pre = run_dir / "preprocessed"
+    pre = runs.RunLayout(run_dir).preprocessed
     try:
         inputs = torch.from_numpy(np.stack([load_preprocessed(pre, split, i) for i in ids]).astype(np.float32))
     except FileNotFoundError as exc:
         raise EvaluationError(f"{exc.filename}: missing pre-processed patch; run 01_preprocess first") from exc
     truth = read_rgb_batch([p.path for s in scenes for p in part.gt[s].patches])
-    grids_file = run_dir / STITCHED_DIR / "grids.json"
+    grids_file = runs.RunLayout(run_dir).grids
     if not grids_file.is_file():
         raise EvaluationError(f"{grids_file}: missing; run 02_stitch first")
     grids = json.loads(grids_file.read_text())[f"{split}/raw"]
@@ -256,7 +256,7 @@ def epoch_scores(folder: str | Path, inputs: torch.Tensor, truth: torch.Tensor, 
     return pd.DataFrame(rows)
 
 
-def score_epochs(result: training.TrainResult, test: TestSet, device: str = "cpu") -> pd.DataFrame:
+def score_epochs(result: loop.TrainResult, test: TestSet, device: str = "cpu") -> pd.DataFrame:
     """:func:`epoch_scores` of a trained run on the scored split's patches, with ``kept`` marking its kept epoch."""
     table = epoch_scores(result.folder, test.inputs, test.truth, device)
     return table.assign(kept=table["epoch"] == result.best_epoch)
@@ -356,7 +356,7 @@ def verdicts(versus: pd.DataFrame, table: pd.DataFrame, reference: str,
     return pd.DataFrame(out, index=versus.index)
 
 
-def model_info(method: Method, result: training.TrainResult | None, device: str, side: int, repeats: int,
+def model_info(method: Method, result: loop.TrainResult | None, device: str, side: int, repeats: int,
                tile: int | str | None) -> dict[str, Any]:
     """Label, parameter count, inference time per MP and kept epoch of one row."""
     model = None if result is None else result.model

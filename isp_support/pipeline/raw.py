@@ -34,7 +34,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from ..config import PreprocessConfig, resolve_device
+from ..config import PreprocessConfig
+from ..config_rules import resolve_device
 from ..config_rules import DEMOSAICKERS, DENOISERS, STORE_DTYPES
 from .demosaic import demosaic, load_demosaicnet, packed_to_bayer
 from .denoise import denoise, load_ffdnet

@@ -25,6 +25,7 @@ from ..artifacts import atomic_save_npy, atomic_write_bytes, atomic_write_json
 from ..config import StitchConfig
 from ..data import Patch, Scene
 from ..io import read_rgb
+from ..runs import RunLayout
 from .errors import StitchError
 from .grid import GridResult, layout_problem, recover_scenes
 from .preprocess import load_preprocessed
@@ -94,10 +95,6 @@ def patch_index(scene: str, patch_ids: Sequence[str], rows: int, cols: int,
 
 # --- whole datasets ------------------------------------------------------------------
 
-STITCHED_DIR = "stitched"
-"""Under ``RUN_DIR``: ``<split>/<kind>/<scene>.npy|.png``, ``grids.json`` and ``index.csv``."""
-
-
 @dataclass(frozen=True)
 class StitchedSet:
     """One kind of full image rebuilt for one split."""
@@ -125,12 +122,11 @@ def stitch_dataset(dataset: Any, run_dir: str | Path, cfg: StitchConfig = _DEFAU
     the RGB resolution) are written atomically at the end. Every file is
     written atomically, so a killed run leaves no half-written image.
     """
-    run_dir = Path(run_dir)
-    out = run_dir / STITCHED_DIR
-    pre = Path(preprocessed_dir) if preprocessed_dir is not None else run_dir / "preprocessed"
+    layout = RunLayout(run_dir)
+    pre = Path(preprocessed_dir) if preprocessed_dir is not None else layout.preprocessed
     jobs = [job for split in dataset.splits.values() for job in _stitch_jobs(split, cfg, pre)]
-    results = [_stitch_set(job, out / job.split / job.kind, progress) for job in jobs]
-    _write_records(out, results)
+    results = [_stitch_set(job, layout.stitched / job.split / job.kind, progress) for job in jobs]
+    _write_records(layout, results)
     return results
 
 
@@ -185,23 +181,23 @@ def _stitch_set(job: _StitchJob, folder: Path, progress: bool) -> StitchedSet:
     return StitchedSet(job.split, job.kind, job.grids, placements)
 
 
-def _write_records(out: Path, results: list[StitchedSet]) -> None:
+def _write_records(layout: RunLayout, results: list[StitchedSet]) -> None:
     """``grids.json`` and ``index.csv`` of :func:`stitch_dataset`, each written atomically."""
-    atomic_write_json(out / "grids.json", {f"{r.split}/{r.kind}": {k: g.to_dict() for k, g in r.grids.items()}
+    atomic_write_json(layout.grids, {f"{r.split}/{r.kind}": {k: g.to_dict() for k, g in r.grids.items()}
                                            for r in results})
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["split", "kind", *PatchPlacement._fields])
     for r in results:
         writer.writerows([r.split, r.kind, *p] for p in r.placements)
-    atomic_write_bytes(out / "index.csv", buf.getvalue().encode())
+    atomic_write_bytes(layout.stitch_index, buf.getvalue().encode())
 
 
 def load_stitched(run_dir: str | Path, split: str, kind: str, scene: str) -> np.ndarray:
     """A full image written by :func:`stitch_dataset`: float ``(H, W, 3)`` in [0, 1] for every kind."""
     from PIL import Image
 
-    base = Path(run_dir) / STITCHED_DIR / split / kind / scene
+    base = RunLayout(run_dir).stitched_image(split, kind, scene)
     if kind == "raw":
         return np.load(base.with_suffix(".npy")).astype(np.float32)
     with Image.open(base.with_suffix(".png")) as img:

@@ -41,16 +41,18 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from . import TrainingError, losses
+from . import TrainingError
 from .checkpoint import EPOCHS, load_model, load_state, to_bytes, weights_bytes
+from .gram import gram_loss_for
 from .models import ColourNet, count_parameters
 from .objectives import AdversarialObjective, Loss, Objective, discriminator, generator_loss, loss_weights
 from .pairs import PairSource, epoch_loader, pair_source
 from .validate import FIGURES, Validator, checkpoint_rule, choice_notes, kept_epoch
 from ..artifacts import atomic_write_bytes, atomic_write_json, sha256_file
 from ..config import Config, TrainConfig
+from ..runs import RunLayout, run_name
 
-__all__ = ["TrainResult", "default_name", "train", "train_step"]
+__all__ = ["TrainResult", "sample_path", "train", "train_step"]
 
 RESULT = "result.json"
 BEST = "best.pt"
@@ -103,6 +105,11 @@ def _settings(cfg: Config, stage: int, src: PairSource, init: Path | None) -> di
             "init_sha256": sha256_file(init) if init else None}
 
 
+def sample_path(folder: str | Path, epoch: int) -> Path:
+    """The validation renderings a run saves after ``epoch``: inputs above, outputs below."""
+    return Path(folder) / "samples" / f"epoch_{epoch:03d}.png"
+
+
 def _save_samples(folder: Path, epoch: int, inputs: torch.Tensor, preds: torch.Tensor) -> None:
     """Inputs (top row) and this epoch's predictions (bottom row) as one PNG."""
     from PIL import Image
@@ -112,21 +119,7 @@ def _save_samples(folder: Path, epoch: int, inputs: torch.Tensor, preds: torch.T
     grid = (torch.cat([top, bottom], dim=1).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
     buf = io.BytesIO()
     Image.fromarray(grid).save(buf, format="PNG")
-    atomic_write_bytes(folder / "samples" / f"epoch_{epoch:03d}.png", buf.getvalue())
-
-
-def default_name(stage: int, pairing: str, cfg: Config) -> str:
-    """The run folder's name, ``stage<k>_<pairing>`` and the settings that set the run apart."""
-    name = f"stage{stage}_{pairing}"
-    if pairing == "paired":
-        name += f"_{cfg.train.paired_loss}"
-    if cfg.train.moment == "pair":
-        name += "_pairmoment"
-    if cfg.train.head != "1x1":
-        name += f"_{cfg.train.head}"
-    if stage == 2 and cfg.stage2.discriminator != "unet":
-        name += f"_{cfg.stage2.discriminator}"
-    return name
+    atomic_write_bytes(sample_path(folder, epoch), buf.getvalue())
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -207,8 +200,8 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
     run_dir = Path(run_dir)
     src = pair_source(cfg, run_dir, pairing)
     rule = checkpoint_rule(cfg, src.pairing)
-    name = name or default_name(stage, src.pairing, cfg)
-    folder = run_dir / "train" / name
+    name = name or run_name(stage, src.pairing, cfg)
+    folder = RunLayout(run_dir).training(name)
     init = _start_weights(cfg, run_dir, stage, src.pairing, init)
     settings = _settings(cfg, stage, src, init)
     if retrain and folder.exists():
@@ -231,7 +224,7 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
 def _start_weights(cfg: Config, run_dir: Path, stage: int, pairing: str, init: str | Path | None) -> Path | None:
     """The checkpoint a run starts from: ``init``, or for stage 2 by default its stage-1 run's ``best.pt``."""
     if stage == 2:
-        init = Path(init) if init else run_dir / "train" / default_name(1, pairing, cfg) / BEST
+        init = Path(init) if init else RunLayout(run_dir).training(run_name(1, pairing, cfg)) / BEST
         if not init.is_file():
             raise TrainingError(f"{init}: no stage-1 checkpoint to refine; train stage 1 first (04_train_stage1)")
         return init
@@ -293,7 +286,7 @@ def _set_up(cfg: Config, stage: int, src: PairSource, name: str, folder: Path, i
     weights = loss_weights(cfg, stage, src.pairing)
     gram = None
     if weights.gram:
-        gram = losses.gram_loss_for(cfg, device, log=log, scale=tc.gram_scale, reduction=tc.gram_reduction)
+        gram = gram_loss_for(cfg, device, log=log, scale=tc.gram_scale, reduction=tc.gram_reduction)
     # The held-out loss takes the stage-1 weights (stage 2 only lowers mom and TV: same Gram), no adversarial term.
     held_weights = loss_weights(cfg, 1, src.pairing)
     validator = Validator.for_source(src, cfg, device, loss=lambda p, y: generator_loss(

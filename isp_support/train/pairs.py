@@ -27,6 +27,7 @@ from . import TrainingError
 from ..artifacts import sha256_file
 from ..config import Config
 from ..config_rules import PAIRINGS
+from ..runs import RunLayout
 from ..data import open_dataset
 from ..io import read_rgb_tensor
 from ..pairing.graph import PairGraph
@@ -67,7 +68,7 @@ def pair_source(cfg: Config, run_dir: str | Path, pairing: str | None = None) ->
     split = open_dataset(cfg.data_dir)["train"]
     patches = split.raw_patches()
     scene_of = {p.id: p.scene for p in patches}
-    source_files = {p.id: output_path(run_dir / "preprocessed", "train", p.id) for p in patches}
+    source_files = {p.id: output_path(RunLayout(run_dir).preprocessed, "train", p.id) for p in patches}
     missing = [str(f) for f in source_files.values() if not f.is_file()]
     if missing:
         raise TrainingError(f"{len(missing)} pre-processed source patches are missing (first: {missing[0]}); "
@@ -82,7 +83,7 @@ def pair_source(cfg: Config, run_dir: str | Path, pairing: str | None = None) ->
             raise TrainingError(f"pairing='paired' needs train/gt for every RAW patch; {cfg.data_dir}/train/gt lacks "
                                 f"{len(lacking)} (first: {lacking[0]}.png). The unpaired modes need no ground truth.")
     else:
-        graph_file = run_dir / "match" / pairing / "patch_graph.npz"
+        graph_file = RunLayout(run_dir).patch_graph(pairing)
         if not graph_file.is_file():
             raise TrainingError(f"{graph_file}: no {pairing!r} pair graph; run notebook 03_embed_match first")
         graph = PairGraph.load(graph_file)

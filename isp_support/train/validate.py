@@ -29,7 +29,7 @@ from .pairs import PairSource, cut, read_source
 from ..config import Config
 from ..config_rules import CHECKPOINT_RULES
 from ..io import read_rgb, read_rgb_tensor
-from ..evaluate.metrics import SlicedReference, structure_fidelity, ssim_luma, yuv_pixels
+from ..metrics import SlicedReference, structure_fidelity, ssim_luma, yuv_pixels
 
 __all__ = ["FIGURES", "HeldOutLoss", "Validator", "checkpoint_rule", "choice_notes", "kept_epoch"]
 

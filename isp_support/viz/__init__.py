@@ -19,12 +19,13 @@ from .matching import (block_distances, image_plans, pairing_quality_bars, patch
                        target_loads, transport_problem)
 from .preprocess import raw_channels, stage_histograms, stored_histograms
 from .stitching import layout_score_bars, score_map_strip, seam_score_matrices, stitched_and_runner_up
-from .training import colour_distributions, training_curves
+from .training import colour_distributions, epoch_panels, epoch_renderings, kept_renderings, training_curves
 from .widgets import knob_widget
 
 __all__ = [
-    "KNOB_FIGURES", "LOSS_WEIGHT_KNOBS", "FewSteps", "block_distances", "colour_distributions", "few_step_rendering",
-    "image_plans", "knob_match", "knob_widget", "layout_score_bars", "loss_terms_and_rendering", "loss_weight_grid",
+    "KNOB_FIGURES", "LOSS_WEIGHT_KNOBS", "FewSteps", "block_distances", "colour_distributions", "epoch_panels",
+    "epoch_renderings", "few_step_rendering", "image_plans", "kept_renderings", "knob_match", "knob_widget",
+    "layout_score_bars", "loss_terms_and_rendering", "loss_weight_grid",
     "loss_weight_presets", "loss_weight_sliders", "pairing_quality_bars", "patch_matches", "plan_and_quality_figure",
     "plan_and_quality_grid", "plan_row_entropy", "ranked_matches", "raw_channels", "regret_scatter",
     "rendering_grid", "score_map_strip", "seam_score_matrices", "show_images", "stage_histograms",

@@ -21,7 +21,7 @@ def weighted_loss_terms(y_hat: torch.Tensor, y: torch.Tensor, weights, gram=None
 
     One entry per :data:`LOSS_WEIGHT_KNOBS` (0.0 for a term whose weight is 0: ``stage1_loss`` does not compute
     it), ``pal`` when weighted, and ``total`` (``stage1_loss``'s, the sum of the others). No gradients.
-    ``gram``: the :class:`~isp_support.train.losses.GramLoss` (needed unless ``weights.gram == 0``).
+    ``gram``: the :class:`~isp_support.train.gram.GramLoss` (needed unless ``weights.gram == 0``).
     """
     from ..train.losses import stage1_loss
 
@@ -73,7 +73,7 @@ def few_step_rendering(x: torch.Tensor, y: torch.Tensor, weights, gram, cfg, ste
     The network is ``ColourNet(hidden=cfg.train.hidden, head=cfg.train.head)`` built under ``torch.manual_seed(seed)``
     (the global random state is restored afterwards), the optimiser AdamW at ``cfg.train.lr`` and
     ``cfg.train.weight_decay``, the loss :func:`~isp_support.train.losses.stage1_loss` with ``weights`` against ``y``
-    (``gram``: the :class:`~isp_support.train.losses.GramLoss`, on ``device``; may be ``None`` when ``weights.gram == 0``).
+    (``gram``: the :class:`~isp_support.train.gram.GramLoss`, on ``device``; may be ``None`` when ``weights.gram == 0``).
     Every step sees the same batch: ``x`` and ``y`` (``(B, 3, H, W)``) centre-cropped to ``crop`` pixels (``None``:
     whole patches), which keeps one call to a few seconds on two CPU cores. A step whose loss is not finite is
     skipped, as in training. Deterministic for a seed on a given device.

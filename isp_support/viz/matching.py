@@ -95,11 +95,13 @@ def patch_matches(sources: Sequence[str], graphs: dict, run_dir: str | Path, tar
     file. Equal weights are shown by decreasing target id.
     """
     from ..io import read_rgb
+    from ..pipeline.preprocess import output_path
+    from ..runs import RunLayout
 
     fig, axes = plt.subplots(len(graphs) * len(sources), k + 1, figsize=(8, 2.1 * len(graphs) * len(sources)),
                              squeeze=False)
     for i, s in enumerate(sources):
-        pre = np.load(Path(run_dir) / "preprocessed" / split / f"{s}.npy").astype(np.float32).transpose(1, 2, 0)
+        pre = np.load(output_path(RunLayout(run_dir).preprocessed, split, s)).astype(np.float32).transpose(1, 2, 0)
         for r, (m, graph) in enumerate(graphs.items()):
             ax_row = axes[len(graphs) * i + r]
             ax_row[0].imshow(pre)

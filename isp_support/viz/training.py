@@ -1,12 +1,19 @@
-"""Training figures (notebooks 04 and 05): loss curves and colour distributions."""
+"""Training figures (notebooks 04 and 05): loss curves, every epoch's validation figures, saved renderings and
+colour distributions."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
+from PIL import Image
+
+from ..train.loop import sample_path
 
 
 def training_curves(history: Sequence[dict], min_structure: float, best_epoch: int, title: str = ""):
@@ -50,3 +57,49 @@ def colour_distributions(sets: dict[str, torch.Tensor], bins: int = 64):
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
     plt.show()
+
+
+def epoch_panels(run: Any, scores: pd.DataFrame | None, min_structure: float):
+    """The validation figures of every epoch of ``run`` (a :class:`~isp_support.train.loop.TrainResult`) and, with
+    ``scores`` (:func:`~isp_support.evaluate.held_out.epoch_check`'s, by epoch), PSNR and ΔE against ``train/gt``;
+    dashed: the kept epoch, dotted: the structure floor ``min_structure``."""
+    figures = [k for k in ("pseudo_loss", "paired_loss", "colour_distance", "structure") if k in run.history[0]]
+    panels = figures + ([] if scores is None else ["psnr", "delta_e2000"])
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 2.9), squeeze=False)
+    epochs = [h["epoch"] for h in run.history]
+    for ax, key in zip(axes[0], panels):
+        values = [h[key] for h in run.history] if key in figures else scores[key].reindex(epochs)
+        ax.plot(epochs, values, marker="o", color="tab:gray" if key in figures else "tab:green")
+        ax.axvline(run.best_epoch, color="k", ls="--", lw=1)
+        if key == "structure":
+            ax.axhline(min_structure, color="tab:blue", ls=":", lw=1)
+        ax.set_title(key if key in figures else f"{key} vs train/gt (scoring only)", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    fig.suptitle(f"{run.name}: kept epoch {run.best_epoch} by {run.checkpoint_rule!r}", fontsize=10)
+    fig.tight_layout()
+    plt.show()
+
+
+def _sample_strips(strips: dict[str, Path], samples: int):
+    """One saved rendering strip per row, titled; ``samples``: the patches per strip (sets the width)."""
+    fig, axes = plt.subplots(len(strips), 1, figsize=(2 * samples, 4.3 * len(strips)), squeeze=False)
+    for ax, (title, path) in zip(axes[:, 0], strips.items()):
+        ax.imshow(Image.open(path))
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    plt.show()
+
+
+def epoch_renderings(run: Any, samples: int):
+    """Notebook 04: ``run``'s saved validation renderings after epoch 0, the kept epoch and the last one."""
+    shown = sorted({0, run.best_epoch, run.history[-1]["epoch"]})
+    _sample_strips({f"epoch {epoch}" + (" (kept)" if epoch == run.best_epoch else ""): sample_path(run.folder, epoch)
+                    for epoch in shown}, samples)
+
+
+def kept_renderings(runs: dict[str, Any], samples: int):
+    """Notebook 05: each run's saved validation renderings at its kept epoch, one row per run, titled by its name."""
+    _sample_strips({f"{name} (epoch {r.best_epoch})": sample_path(r.folder, r.best_epoch) for name, r in runs.items()},
+                   samples)

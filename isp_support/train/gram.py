@@ -1,0 +1,162 @@
+"""The Gram loss of the colour network (paper section 4.3, eq. 9) and the choice of its backbone.
+
+* :func:`gram_matrix`: normalised Gram matrices of feature maps.
+* :class:`GramLoss` (eq. 9): squared Frobenius distance between Gram matrices of
+  a frozen backbone's features; :func:`gram_loss_for` picks the backbone.
+* :data:`INPUT_SCALE_CORRECTION`: the factor bringing a backbone's loss to VGG19's scale.
+
+Like the other losses (:mod:`isp_support.train.losses`), the Gram matrices are computed
+in at least float32 with autocast disabled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .losses import _at_least_float32, _check_images, _no_autocast
+
+__all__ = ["INPUT_SCALE_CORRECTION", "GramLoss", "gram_loss_for", "gram_matrix"]
+
+
+def gram_matrix(fmap: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` features -> ``(B, C, C)`` Gram matrices ``F F^T / (C H W)`` (at least float32)."""
+    b, c, h, w = fmap.shape
+    with _no_autocast(fmap):
+        flat = _at_least_float32(fmap).reshape(b, c, h * w)
+        return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+class GramLoss(nn.Module):
+    """Eq. 9: ``sum_l ||G_l(y_hat) - G_l(y*)||_F^2`` on a frozen backbone, averaged over the batch.
+
+    ``backbone`` is any module with ``features_at(x, layers) -> {name: (B, C, H, W)}``
+    taking RGB in [0, 1] (the VGG wrappers of :mod:`isp_support.embed.backbones`); ``layers``
+    defaults to its ``style_layers`` (VGG19 relu1_1..relu5_1, offline VGG16
+    relu1_2..relu5_3). Gram matrices are normalised by ``C * H * W``
+    (:func:`gram_matrix`). ``scale`` multiplies the result (1 for the paper's loss).
+
+    ``reduction`` says how each layer's ``C x C`` difference is reduced:
+    ``"sum"`` is eq. 9 as printed (squared Frobenius norm); ``"mean"`` divides it
+    by ``C^2`` (the mean squared entry, i.e. ``F.mse_loss`` on the Gram matrices,
+    the usual implementation). The paper does not say which its weight of 1.0
+    refers to; with ``"sum"`` the term dwarfs the histogram and moment terms on
+    natural patches (the deep layers have ``C = 256..512``; measured in
+    ``docs/measurements.md``, Training) and alone decides training, so training
+    uses ``"mean"`` (:class:`~isp_support.config.TrainConfig`).
+
+    The backbone is frozen here (``requires_grad_(False)``, eval mode, kept in eval
+    mode by :meth:`train`) and registered as a submodule, so ``.to(device)`` moves
+    it. The target's features are computed without autograd: gradients reach
+    ``y_hat`` only, never the backbone or ``y``.
+    """
+
+    def __init__(self, backbone: nn.Module, layers: Sequence[str] | None = None, scale: float = 1.0,
+                 name: str | None = None, reduction: str = "sum") -> None:
+        super().__init__()
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+        if not hasattr(backbone, "features_at"):
+            raise TypeError(f"{type(backbone).__name__} has no features_at(x, layers); a VGG backbone is needed")
+        if layers is None:
+            layers = getattr(backbone, "style_layers", None)
+            if not layers:
+                raise ValueError("the backbone has no style_layers; pass layers explicitly")
+        self.backbone = backbone.eval().requires_grad_(False)
+        self.layers = tuple(layers)
+        self.scale = float(scale)
+        self.reduction = reduction
+        self.backbone_name = name or type(backbone).__name__
+        self.weights_info: Any = None
+        """The backbone's :class:`~isp_support.embed.weights_files.WeightsInfo` when built by :func:`gram_loss_for`."""
+
+    def train(self, mode: bool = True) -> "GramLoss":
+        super().train(mode)
+        self.backbone.eval()  # a frozen feature extractor: no dropout / batch-norm updates, ever
+        return self
+
+    def grams(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Gram matrices ``(B, C, C)`` of ``x`` at :attr:`layers`."""
+        return {name: gram_matrix(f) for name, f in self.backbone.features_at(x, self.layers).items()}
+
+    def per_layer(self, y_hat: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each layer's ``(1/B) sum_b ||G_l(y_hat_b) - G_l(y*_b)||_F^2`` (``/ C^2`` for ``"mean"``; before
+        :attr:`scale`)."""
+        _check_images(y_hat, y)
+        with torch.no_grad():
+            target = self.grams(y)
+        pred = self.grams(y_hat)
+        out = {}
+        for name in self.layers:
+            diff = pred[name] - target[name]
+            per_sample = diff.pow(2).sum(dim=(1, 2)) if self.reduction == "sum" else diff.pow(2).mean(dim=(1, 2))
+            out[name] = per_sample.mean()
+        return out
+
+    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.stack(list(self.per_layer(y_hat, y).values())).sum()
+
+    def extra_repr(self) -> str:
+        return f"backbone={self.backbone_name}, layers={self.layers}, scale={self.scale}, reduction={self.reduction}"
+
+
+def gram_loss_for(cfg: Any, device: str | torch.device = "cpu", log: Callable[[str], None] = print,
+                  layers: Sequence[str] | None = None, scale: float | None = 1.0, reduction: str = "sum") -> GramLoss:
+    """The eq. 9 loss on the configured backbone, saying which one is used and why (one line via ``log``).
+
+    ``cfg`` is a :class:`~isp_support.config.Config` (its ``embed``) or an
+    :class:`~isp_support.config.EmbedConfig`. With ``style_backbone='vgg19'`` (the
+    paper's, and the ``full`` profile's) VGG19 is loaded; when its weights are not
+    available (:class:`~isp_support.embed.weights_files.WeightsUnavailableError`) the offline
+    ImageNet VGG16 is used instead and the line says so, with the reason. With
+    ``style_backbone='vgg16_offline'`` (the ``tiny`` / ``demo`` profiles) VGG19 is
+    not tried, so those profiles never download anything. Other loading errors
+    (e.g. a checksum mismatch) propagate.
+
+    ``layers``, ``scale`` and ``reduction`` are passed to :class:`GramLoss`;
+    ``scale=None`` means the chosen backbone's :data:`INPUT_SCALE_CORRECTION`
+    (1 for VGG19).
+
+    Note: the offline VGG16 takes Caffe-preprocessed input (0-255 scale, about
+    ``255 * 0.226 = 57.6`` x the ImageNet-normalised input VGG19 sees), so its
+    features are roughly 57.6x, its Gram matrices 57.6^2 x and this loss about
+    57.6^4 ~ 1.1e7 x VGG19's (exactly so for a bias-free ReLU network, which is
+    positively homogeneous; its measured size is in ``docs/measurements.md``,
+    Training). ``scale=None`` divides that factor out.
+    """
+    from ..embed.backbones import load_backbone
+    from ..embed.weights_files import WeightsUnavailableError
+
+    embed = getattr(cfg, "embed", cfg)
+    wanted = embed.style_backbone
+    if wanted == "vgg16_offline":
+        backbone, info = load_backbone("vgg16_offline", embed, device, log=log)
+        log("[gram loss] backbone: vgg16_offline (offline ImageNet VGG16), as configured "
+            "(EmbedConfig.style_backbone='vgg16_offline')")
+        name = "vgg16_offline"
+    elif wanted == "vgg19":
+        try:
+            backbone, info = load_backbone("vgg19", embed, device, log=log)
+            log("[gram loss] backbone: vgg19 (the paper's), as configured")
+            name = "vgg19"
+        except WeightsUnavailableError as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            backbone, info = load_backbone("vgg16_offline", embed, device, log=log)
+            log(f"[gram loss] backbone: vgg16_offline INSTEAD OF the paper's vgg19, whose weights are "
+                f"unavailable ({reason}); loss values are not comparable with VGG19's")
+            name = "vgg16_offline"
+    else:
+        raise ValueError(f"style_backbone {wanted!r} cannot serve the Gram loss; use 'vgg19' or 'vgg16_offline'")
+    if scale is None:
+        scale = INPUT_SCALE_CORRECTION[name]
+    loss = GramLoss(backbone, layers=layers, scale=scale, name=name, reduction=reduction)
+    loss.weights_info = info
+    return loss
+
+
+INPUT_SCALE_CORRECTION = {"vgg19": 1.0, "vgg16_offline": (255 * 0.226) ** -4}
+"""Factor bringing a backbone's Gram loss to the scale of VGG19 on ImageNet-normalised input (see
+:func:`gram_loss_for`)."""
