@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..artifacts import sha256_file
 from ..io import ShapeError, UnreadableFileError
 
 PHOTO_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
@@ -216,7 +215,3 @@ def load_photo(photo: Photo | Path) -> np.ndarray:
     if min(arr.shape[:2]) < 32:
         raise ShapeError(path, f"photo of {arr.shape[1]}x{arr.shape[0]} pixels is too small (needs at least 32x32)")
     return arr
-
-
-def photo_checksum(photo: Photo) -> str:
-    return sha256_file(photo.path)
