@@ -39,7 +39,7 @@ import bench_matching  # noqa: E402
 import bench_preprocess  # noqa: E402
 import bench_training  # noqa: E402
 
-from isp_support.evaluate import scoring as evaluation
+from isp_support.evaluate import scoring
 from isp_support.embed import descriptors as features
 from isp_support.evaluate import tiles  # noqa: E402
 from isp_support.artifacts import atomic_write_json  # noqa: E402
@@ -147,7 +147,7 @@ def bench_inference(device: str, side: int, repeats: int) -> dict:
     out = {"side": side, "auto_tile": tile}
     for head in ("1x1", "lut"):
         for mode, t in (("one_pass", None), ("auto_tiles", "auto")):
-            spm = evaluation.seconds_per_megapixel(ColourNet(head=head).eval(), device, side, repeats, t)
+            spm = scoring.seconds_per_megapixel(ColourNet(head=head).eval(), device, side, repeats, t)
             out[f"{head}_{mode}_megapixels_per_s"] = 1 / spm
             print(f"ColourNet ({head} head) on a {side}x{side} image, "
                   f"{'one pass' if t is None else f'{tile} px tiles'}: {1 / spm:.2f} MP/s (median of {repeats})")

@@ -41,7 +41,7 @@ import torch
 
 from isp_support.train import losses
 from isp_support.train.gram import gram_loss_for
-from isp_support.train import loop as training
+from isp_support.train import loop
 from isp_support.config import load_config
 from isp_support.config_rules import resolve_device
 from isp_support.train.discriminators import UNetDiscriminator
@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _generator_step(model, opt, x, y, objective, amp: bool) -> None:
-    if training.train_step(model, opt, x, y, objective, amp) is None:
+    if loop.train_step(model, opt, x, y, objective, amp) is None:
         raise RuntimeError("non-finite loss on random inputs")
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from isp_support.evaluate import inference
 from isp_support.train import TrainingError
-from isp_support.train import loop as training
+from isp_support.train import loop
 from isp_support.train.checkpoint import EPOCHS, load_model, read_checkpoint
 from isp_support.artifacts import sha256_file
 from isp_support.cli import main
@@ -356,10 +356,10 @@ def test_malformed_settings_in_the_checkpoint_are_a_named_error(tmp_path, capsys
 def test_training_records_the_preprocessing_in_the_checkpoint(tiny_dataset, run):  # noqa: F811
     cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 1, "preprocess.demosaicker": "bilinear",
                                         "preprocess.denoiser": "none", "preprocess.gamma": 2.0})
-    result = training.train(cfg, run, name="records_preprocess", progress=False, log=quiet)
-    for path in (result.folder / training.BEST, *sorted((result.folder / EPOCHS).glob("*.pt"))):
+    result = loop.train(cfg, run, name="records_preprocess", progress=False, log=quiet)
+    for path in (result.folder / loop.BEST, *sorted((result.folder / EPOCHS).glob("*.pt"))):
         assert torch.load(path, weights_only=True)["preprocess"] == dataclasses.asdict(cfg.preprocess), path
-    assert inference.Predictor(result.folder / training.BEST, device="cpu").preprocess == cfg.preprocess
+    assert inference.Predictor(result.folder / loop.BEST, device="cpu").preprocess == cfg.preprocess
 
 
 def test_model_args_asking_for_a_huge_network_are_refused_before_allocating(tmp_path):

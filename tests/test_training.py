@@ -13,7 +13,7 @@ from PIL import Image
 
 from isp_support.train import TrainingError, checkpoint, losses, objectives, pairs, validate
 from isp_support.train.gram import gram_loss_for
-from isp_support.train import loop as training
+from isp_support.train import loop
 from isp_support.config import PreprocessConfig, load_config
 from isp_support.data import open_dataset
 from isp_support.io import read_rgb_tensor
@@ -133,7 +133,7 @@ def test_checkpoint_rules_resolve_and_unknown_ones_are_named(tiny_dataset, run):
     assert validate.checkpoint_rule(cfg.replace(**{"train.checkpoint_rule": "colour_distance"}), "paired") \
         == "colour_distance"
     with pytest.raises(TrainingError, match="auto, pseudo_loss, paired_loss, colour_distance"):
-        training.train(cfg.replace(**{"train.checkpoint_rule": "best"}), run, progress=False, log=quiet)
+        loop.train(cfg.replace(**{"train.checkpoint_rule": "best"}), run, progress=False, log=quiet)
     with pytest.raises(TrainingError, match="only pairing='paired'"):
         validate.checkpoint_rule(cfg.replace(**{"train.checkpoint_rule": "paired_loss"}), "random")
     with pytest.raises(TrainingError, match="needs a pair graph"):
@@ -157,17 +157,17 @@ def _weights(model):
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny_dataset, run):
     cfg = cfg_for(tiny_dataset, run, **{"train.ema": 0.9, "train.schedule": "cosine"})
-    whole = training.train(cfg, run, name="whole", progress=False, log=quiet)
+    whole = loop.train(cfg, run, name="whole", progress=False, log=quiet)
 
     def kill(epoch, record):
         if epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        training.train(cfg, run, name="killed", progress=False, on_epoch_end=kill, log=quiet)
-    assert not (run / "train" / "killed" / training.RESULT).exists()
+        loop.train(cfg, run, name="killed", progress=False, on_epoch_end=kill, log=quiet)
+    assert not (run / "train" / "killed" / loop.RESULT).exists()
     lines = []
-    resumed = training.train(cfg, run, name="killed", progress=False, log=lines.append)
+    resumed = loop.train(cfg, run, name="killed", progress=False, log=lines.append)
     assert any("resuming after epoch 2" in line for line in lines)
     a, b = _weights(whole.model), _weights(resumed.model)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -181,15 +181,15 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny_dataset, run):
 
 def test_a_finished_run_is_loaded_unless_asked(tiny_dataset, run):
     cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 1})
-    first = training.train(cfg, run, name="once", progress=False, log=quiet)
+    first = loop.train(cfg, run, name="once", progress=False, log=quiet)
     lines = []
-    again = training.train(cfg, run, name="once", progress=False, log=lines.append)
+    again = loop.train(cfg, run, name="once", progress=False, log=lines.append)
     assert again.loaded and not first.loaded and "finished run found" in lines[0]
     assert all(torch.equal(x, y) for x, y in zip(_weights(first.model).values(), _weights(again.model).values()))
     other = cfg.replace(**{"train.lr": 5e-4})
     with pytest.raises(TrainingError, match="other settings"):
-        training.train(other, run, name="once", progress=False, log=quiet)
-    assert not training.train(other, run, name="once", retrain=True, progress=False, log=quiet).loaded
+        loop.train(other, run, name="once", progress=False, log=quiet)
+    assert not loop.train(other, run, name="once", retrain=True, progress=False, log=quiet).loaded
 
 
 def test_non_finite_losses_skip_the_step_and_are_reported(tiny_dataset, run, monkeypatch):
@@ -206,7 +206,7 @@ def test_non_finite_losses_skip_the_step_and_are_reported(tiny_dataset, run, mon
     monkeypatch.setattr(losses, "stage1_loss", sometimes_nan)
     cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 2})
     lines = []
-    result = training.train(cfg, run, name="nan", progress=False, log=lines.append)
+    result = loop.train(cfg, run, name="nan", progress=False, log=lines.append)
     steps = sum(-(-len(pairs.pair_source(cfg, run).train_ids) // 4) for _ in range(2))
     assert result.skipped_steps == (steps + 1) // 2
     assert all(np.isfinite(v) for h in result.history[1:] for v in h["terms"].values())
@@ -217,7 +217,7 @@ def test_non_finite_losses_skip_the_step_and_are_reported(tiny_dataset, run, mon
 def test_stage1_on_tiny_data_lowers_the_training_loss(tiny_dataset, run):
     """The paper's stage-1 loss (Gram on the offline VGG16 included) on fixed pseudo pairs, before and after."""
     cfg = cfg_for(tiny_dataset, run, **{"train.gram": 1.0, "train.epochs": 6})
-    result = training.train(cfg, run, name="learns", progress=False, log=quiet)
+    result = loop.train(cfg, run, name="learns", progress=False, log=quiet)
     src = pairs.pair_source(cfg, run)
     order, targets, _ = pairs.epoch_plan(src, 1, cfg.seed)
     x = torch.stack([pairs.read_source(src.source_files[i]) for i in order])
@@ -238,11 +238,11 @@ def test_stage1_on_tiny_data_lowers_the_training_loss(tiny_dataset, run):
 def test_stage2_refines_from_stage1_with_either_discriminator(tiny_dataset, run):
     cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 1, "stage2.epochs": 1})
     with pytest.raises(TrainingError, match="stage-1 checkpoint"):
-        training.train(cfg, run, stage=2, progress=False, log=quiet)
-    stage1 = training.train(cfg, run, progress=False, log=quiet)
+        loop.train(cfg, run, stage=2, progress=False, log=quiet)
+    stage1 = loop.train(cfg, run, progress=False, log=quiet)
     for disc in ("unet", "experts"):
         c = cfg.replace(**{"stage2.discriminator": disc})
-        result = training.train(c, run, stage=2, progress=False, log=quiet)
+        result = loop.train(c, run, stage=2, progress=False, log=quiet)
         assert result.name == "stage2_random" + ("" if disc == "unet" else "_experts")
         terms = result.history[1]["terms"]
         assert {"adv", "d_loss", "mom", "total"} <= set(terms)
@@ -260,7 +260,7 @@ def test_paired_upper_bound_modes(tiny_dataset, run):
     for loss in ("l1", "pal"):
         cfg = cfg_for(tiny_dataset, run, **{"train.pairing": "paired", "train.paired_loss": loss,
                                             "train.epochs": 1})
-        result = training.train(cfg, run, progress=False, log=quiet)
+        result = loop.train(cfg, run, progress=False, log=quiet)
         assert result.name == f"stage1_paired_{loss}"
         assert ("l1" if loss == "l1" else "pal") in result.history[1]["terms"]
         assert result.checkpoint_rule == "paired_loss"
@@ -269,7 +269,7 @@ def test_paired_upper_bound_modes(tiny_dataset, run):
 
 def test_paired_l1_keeps_the_epoch_of_lowest_held_out_loss_not_the_untrained_network(tiny_dataset, run):
     cfg = cfg_for(tiny_dataset, run, **{"train.pairing": "paired", "train.paired_loss": "l1", "train.epochs": 4})
-    result = training.train(cfg, run, name="paired_rule", progress=False, log=quiet)
+    result = loop.train(cfg, run, name="paired_rule", progress=False, log=quiet)
     held = {h["epoch"]: h["paired_loss"] for h in result.history if h["structure"] >= cfg.train.min_structure}
     print("held-out L1 per epoch:", {k: round(v, 4) for k, v in held.items()})
     assert min(held.values()) < held[0]                      # the held-out loss falls ...
@@ -285,7 +285,7 @@ def test_paired_l1_keeps_the_epoch_of_lowest_held_out_loss_not_the_untrained_net
 
 def test_every_epoch_keeps_its_evaluated_weights(tiny_dataset, run):
     cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 2, "train.ema": 0.5})
-    result = training.train(cfg, run, name="epochs", progress=False, log=quiet)
+    result = loop.train(cfg, run, name="epochs", progress=False, log=quiet)
     models = checkpoint.epoch_models(result.folder)
     assert sorted(models) == [0, 1, 2]
     x = torch.rand(1, 3, 8, 8)
@@ -301,9 +301,9 @@ def test_every_epoch_keeps_its_evaluated_weights(tiny_dataset, run):
 
 def test_lut_head_trains_and_reloads(tiny_dataset, run):
     cfg = cfg_for(tiny_dataset, run, **{"train.head": "lut", "train.epochs": 1})
-    result = training.train(cfg, run, progress=False, log=quiet)
+    result = loop.train(cfg, run, progress=False, log=quiet)
     assert result.name == "stage1_random_lut" and result.model.head_type == "lut"
-    reloaded = checkpoint.load_model(result.folder / training.BEST)
+    reloaded = checkpoint.load_model(result.folder / loop.BEST)
     x = torch.rand(1, 3, 8, 8)
     assert torch.equal(reloaded(x), result.model(x))
 
@@ -315,18 +315,18 @@ def test_corrupt_checkpoint_names_the_file(tiny_dataset, run):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        training.train(cfg, run, name="corrupt", progress=False, on_epoch_end=kill, log=quiet)
+        loop.train(cfg, run, name="corrupt", progress=False, on_epoch_end=kill, log=quiet)
     ckpt = sorted((run / "train" / "corrupt" / "checkpoints").glob("*.pt"))[-1]
     ckpt.write_bytes(ckpt.read_bytes()[:100])
     with pytest.raises(TrainingError, match=ckpt.name):
-        training.train(cfg, run, name="corrupt", progress=False, log=quiet)
+        loop.train(cfg, run, name="corrupt", progress=False, log=quiet)
     shutil.rmtree(run / "train" / "corrupt")
 
 
 def test_result_json_records_settings_and_history(tiny_dataset, run):
     cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 1})
-    result = training.train(cfg, run, name="record", progress=False, log=quiet)
-    saved = json.loads((result.folder / training.RESULT).read_text())
+    result = loop.train(cfg, run, name="record", progress=False, log=quiet)
+    saved = json.loads((result.folder / loop.RESULT).read_text())
     assert saved["settings"]["train"]["lr"] == cfg.train.lr and saved["settings"]["seed"] == cfg.seed
     assert [h["epoch"] for h in saved["history"]] == [0, 1]
     assert saved["checkpoint_rule"] == "pseudo_loss" and result.summary()["checkpoint_rule"] == "pseudo_loss"
@@ -348,10 +348,10 @@ def test_train_step_is_forward_loss_backward_and_one_optimiser_step():
     total.backward()
     opt.step()
     objective = objectives.Objective(lambda y_hat, t: losses.stage1_loss(y_hat, t, weights))
-    terms = training.train_step(package, torch.optim.AdamW(package.parameters(), lr=1e-3), x, y, objective)
+    terms = loop.train_step(package, torch.optim.AdamW(package.parameters(), lr=1e-3), x, y, objective)
     assert torch.equal(terms["total"], total.detach())
     assert all(torch.equal(a, b) for a, b in zip(by_hand.parameters(), package.parameters()))
     before = [p.clone() for p in package.parameters()]
     nan = objectives.Objective(lambda y_hat, t: (y_hat.sum() * float("nan"), {}))
-    assert training.train_step(package, torch.optim.AdamW(package.parameters(), lr=1e-3), x, y, nan) is None
+    assert loop.train_step(package, torch.optim.AdamW(package.parameters(), lr=1e-3), x, y, nan) is None
     assert all(torch.equal(a, b) for a, b in zip(before, package.parameters()))
