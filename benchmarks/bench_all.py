@@ -40,7 +40,7 @@ import bench_preprocess  # noqa: E402
 import bench_training  # noqa: E402
 
 from isp_support.evaluate import scoring
-from isp_support.embed import descriptors as features
+from isp_support.embed import descriptors
 from isp_support.evaluate import tiles  # noqa: E402
 from isp_support.artifacts import atomic_write_json  # noqa: E402
 from isp_support.config import load_config, project_root  # noqa: E402
@@ -126,12 +126,12 @@ def bench_embedding(cfg, device: str, count: int, repeats: int) -> dict:
     for what, side in (("patches", cfg.embed.patch_side), ("images", cfg.embed.image_side)):
         x = torch.rand(count, 3, side, side, generator=gen).to(device)
         with torch.inference_mode():
-            features.semantic_features(model, x[:2])  # warm-up
+            descriptors.semantic_features(model, x[:2])  # warm-up
             best = float("inf")
             for _ in range(repeats):
                 _sync(device)
                 start = time.perf_counter()
-                features.semantic_features(model, x)
+                descriptors.semantic_features(model, x)
                 _sync(device)
                 best = min(best, time.perf_counter() - start)
         out[f"{what}_side"] = side

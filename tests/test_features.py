@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from isp_support import colour
-from isp_support.embed import descriptors as features
+from isp_support.embed import descriptors
 
 
 def test_soft_histograms_on_hand_made_values():
@@ -32,14 +32,14 @@ def test_soft_histogram_gradients_match_finite_differences():
 
 
 def test_fitted_size_keeps_aspect_in_multiples_of_14():
-    assert features.fitted_size(300, 600, 448) == (224, 448)
-    h, w = features.fitted_size(512, 384, 224)
+    assert descriptors.fitted_size(300, 600, 448) == (224, 448)
+    h, w = descriptors.fitted_size(512, 384, 224)
     assert h == 224 and w % 14 == 0 and abs(w / h - 0.75) < 0.05
 
 
 def test_count_sketch_is_fixed_linear_and_norm_preserving():
-    sketch = features.CountSketch(50_000, 1024)
-    again = features.CountSketch(50_000, 1024)
+    sketch = descriptors.CountSketch(50_000, 1024)
+    again = descriptors.CountSketch(50_000, 1024)
     assert torch.equal(sketch.bucket, again.bucket) and torch.equal(sketch.sign, again.sign)
     x, y = torch.randn(64, 50_000, generator=torch.Generator().manual_seed(1)).unbind(0)[:2]
     torch.testing.assert_close(sketch((x + 2 * y)[None]), sketch(x[None]) + 2 * sketch(y[None]))
@@ -69,18 +69,18 @@ class TinyViT(torch.nn.Module):
 
 def test_semantic_features_follow_the_paper():
     x = torch.rand(2, 3, 4, 4)
-    f = features.semantic_features(TinyViT(), x)
+    f = descriptors.semantic_features(TinyViT(), x)
     tok = x.flatten(2).transpose(1, 2)
     torch.testing.assert_close(f[:, :3], F.normalize(tok.mean(1), dim=1))
     torch.testing.assert_close(f[:, 3:], F.normalize(tok, dim=-1).mean(1))  # mean of normalised tokens
-    assert features.semantic_features(TinyCNN(), x).shape == (2, 12)
+    assert descriptors.semantic_features(TinyCNN(), x).shape == (2, 12)
 
 
 def test_image_descriptor_weights_the_blocks():
     torch.manual_seed(0)
     net = TinyCNN()
     x = torch.rand(2, 3, 16, 16)
-    d = features.ImageDescriptor(net, net, (1.0, 4.0, 0.25), 32)
+    d = descriptors.ImageDescriptor(net, net, (1.0, 4.0, 0.25), 32)
     blocks = d.blocks(x)
     assert all(torch.allclose(b.norm(dim=1), torch.ones(2)) for b in blocks.values())
     full = d(x)
@@ -91,7 +91,7 @@ def test_image_descriptor_weights_the_blocks():
 def _items(n, shape=(8, 8), seed=0):
     rng = np.random.default_rng(seed)
     imgs = [rng.random((*shape, 3), dtype=np.float32) for _ in range(n)]
-    return [features.Item(f"s_{i}", f"k{i}", shape, lambda im=im: im) for i, im in enumerate(imgs)]
+    return [descriptors.Item(f"s_{i}", f"k{i}", shape, lambda im=im: im) for i, im in enumerate(imgs)]
 
 
 def test_feature_cache_resumes_and_recomputes_changes(tmp_path):
@@ -107,19 +107,19 @@ def test_feature_cache_resumes_and_recomputes_changes(tmp_path):
     crash = {"on": True}
     args = ("settings", lambda hw: hw, 2, "cpu")
     with pytest.raises(KeyboardInterrupt):
-        features.extract(items, describe, features.FeatureCache(tmp_path / "c"), *args, progress=False)
+        descriptors.extract(items, describe, descriptors.FeatureCache(tmp_path / "c"), *args, progress=False)
     assert calls == [2, 2, 2]
     crash["on"], calls[:] = False, []
-    resumed = features.extract(items, describe, features.FeatureCache(tmp_path / "c"), *args, progress=False)
+    resumed = descriptors.extract(items, describe, descriptors.FeatureCache(tmp_path / "c"), *args, progress=False)
     assert sum(calls) == 6  # the 4 finished items were not redone
-    fresh = features.extract(items, describe, features.FeatureCache(tmp_path / "d"), *args, progress=False)
+    fresh = descriptors.extract(items, describe, descriptors.FeatureCache(tmp_path / "d"), *args, progress=False)
     np.testing.assert_array_equal(resumed, fresh)
     calls[:] = []
-    changed = items[:3] + [features.Item("s_3", "new", (8, 8), items[4].load)] + items[4:]
-    out = features.extract(changed, describe, features.FeatureCache(tmp_path / "c"), *args, progress=False)
+    changed = items[:3] + [descriptors.Item("s_3", "new", (8, 8), items[4].load)] + items[4:]
+    out = descriptors.extract(changed, describe, descriptors.FeatureCache(tmp_path / "c"), *args, progress=False)
     assert calls == [1] and np.array_equal(out[3], out[4])
     calls[:] = []
-    features.extract(items, describe, features.FeatureCache(tmp_path / "c"), "other settings", *args[1:],
+    descriptors.extract(items, describe, descriptors.FeatureCache(tmp_path / "c"), "other settings", *args[1:],
                      progress=False)
     assert sum(calls) == 10  # new settings: everything recomputed
 
@@ -128,12 +128,12 @@ def test_matching_items_need_earlier_notebooks(tiny_dataset, tmp_path):
     from isp_support.data import open_dataset
 
     with pytest.raises(FileNotFoundError, match="run 01_preprocess and 02_stitch"):
-        features.matching_items(open_dataset(tiny_dataset), tmp_path)
+        descriptors.matching_items(open_dataset(tiny_dataset), tmp_path)
 
 
 def test_image_descriptor_blocks_split_back_out():
     net = TinyCNN()
-    d = features.ImageDescriptor(net, net, (1.0, 4.0, 0.25), 32)
+    d = descriptors.ImageDescriptor(net, net, (1.0, 4.0, 0.25), 32)
     x = torch.rand(3, 3, 16, 16)
     blocks, parts = d.blocks(x), d.split(d(x))
     for name in blocks:
@@ -143,23 +143,23 @@ def test_image_descriptor_blocks_split_back_out():
 def test_extract_handles_layouts_the_demo_builder_never_makes(tmp_path):
     """Equal aspect but different sizes share a resized shape (they used to be stacked unresized), and a
     1 x 42 strip keeps a shortest side a VGG can pool five times."""
-    assert min(features.fitted_size(96, 4032, 224)) >= features.MIN_SIDE
+    assert min(descriptors.fitted_size(96, 4032, 224)) >= descriptors.MIN_SIDE
     shapes = {"a": (32, 48), "b": (64, 96), "strip": (16, 16 * 42)}
     rng = np.random.default_rng(0)
     arrays = {k: rng.random((*hw, 3), dtype=np.float32) for k, hw in shapes.items()}
-    items = [features.Item(k, k, hw, lambda k=k: arrays[k]) for k, hw in shapes.items()]
+    items = [descriptors.Item(k, k, hw, lambda k=k: arrays[k]) for k, hw in shapes.items()]
     seen = []
 
     def describe(x):
         seen.append(tuple(x.shape[-2:]))
         return F.max_pool2d(x, 2 ** 5).mean(dim=(2, 3))   # fails on inputs shorter than 32 px
 
-    out = features.extract(items, describe, features.FeatureCache(tmp_path), "s",
-                           lambda hw: features.fitted_size(*hw, 112), 8, "cpu", progress=False)
+    out = descriptors.extract(items, describe, descriptors.FeatureCache(tmp_path), "s",
+                           lambda hw: descriptors.fitted_size(*hw, 112), 8, "cpu", progress=False)
     assert out.shape == (3, 3) and np.isfinite(out).all()
-    assert features.fitted_size(32, 48, 112) in seen and len(seen) == 2   # a and b in one batch
+    assert descriptors.fitted_size(32, 48, 112) in seen and len(seen) == 2   # a and b in one batch
     for k, hw in shapes.items():   # each item's features are those of its own resized image
-        x = features.resize(torch.from_numpy(arrays[k]).permute(2, 0, 1)[None], features.fitted_size(*hw, 112))
+        x = descriptors.resize(torch.from_numpy(arrays[k]).permute(2, 0, 1)[None], descriptors.fitted_size(*hw, 112))
         np.testing.assert_allclose(out[list(shapes).index(k)], describe(x)[0].numpy(), rtol=1e-5)
 
 
@@ -169,16 +169,16 @@ def test_extract_handles_every_grid_the_layout_allows(tmp_path):
     shapes = [(r * p, c * p) for r, c in grids for p in (8, 12, 16)]
     rng = np.random.default_rng(1)
     arrays = [rng.random((*hw, 3), dtype=np.float32) for hw in shapes]
-    items = [features.Item(str(i), str(i), hw, lambda i=i: arrays[i]) for i, hw in enumerate(shapes)]
+    items = [descriptors.Item(str(i), str(i), hw, lambda i=i: arrays[i]) for i, hw in enumerate(shapes)]
 
     def describe(x):
         return F.max_pool2d(x, 2 ** 5).mean(dim=(2, 3))
 
-    out = features.extract(items, describe, features.FeatureCache(tmp_path), "s",
-                           lambda hw: features.fitted_size(*hw, 112), 8, "cpu", progress=False)
+    out = descriptors.extract(items, describe, descriptors.FeatureCache(tmp_path), "s",
+                           lambda hw: descriptors.fitted_size(*hw, 112), 8, "cpu", progress=False)
     assert out.shape == (len(shapes), 3) and np.isfinite(out).all()
     for i in (0, len(shapes) // 2, len(shapes) - 1):
-        x = features.resize(torch.from_numpy(arrays[i]).permute(2, 0, 1)[None], features.fitted_size(*shapes[i], 112))
+        x = descriptors.resize(torch.from_numpy(arrays[i]).permute(2, 0, 1)[None], descriptors.fitted_size(*shapes[i], 112))
         np.testing.assert_allclose(out[i], describe(x)[0].numpy(), rtol=1e-5)
 
 
@@ -187,7 +187,7 @@ def _scene_items(arrays):
     items = {f"{side}_{level}": [] for side in ("source", "target") for level in ("images", "patches")}
     for scene, (side, arr) in arrays.items():
         for level, item_id in (("images", scene), ("patches", f"{scene}_0")):
-            items[f"{side}_{level}"].append(features.Item(item_id, f"{item_id}-key", arr.shape[:2],
+            items[f"{side}_{level}"].append(descriptors.Item(item_id, f"{item_id}-key", arr.shape[:2],
                                                           lambda a=arr: a))
     return items, {f"{scene}_0": scene for scene in arrays}
 
@@ -204,18 +204,18 @@ def test_grey_world_descriptors_ignore_a_scene_colour_cast_and_colour_block_is_a
     torch.manual_seed(0)
     net = TinyCNN()
     embed = EmbedConfig(image_side=28, patch_side=28, style_dim=16, cast="grey_world", patch_colour_weight=0.0)
-    desc, _ = features.matching_descriptors(items, scene_of, net, net, embed, tmp_path, "w", "cpu", progress=False)
+    desc, _ = descriptors.matching_descriptors(items, scene_of, net, net, embed, tmp_path, "w", "cpu", progress=False)
     np.testing.assert_allclose(desc["source_images"], desc["target_images"], atol=1e-5)
     np.testing.assert_allclose(desc["source_patches"], desc["target_patches"], atol=1e-5)
-    plain, _ = features.matching_descriptors(items, scene_of, net, net, dataclasses.replace(embed, cast="none"),
+    plain, _ = descriptors.matching_descriptors(items, scene_of, net, net, dataclasses.replace(embed, cast="none"),
                                              tmp_path, "w", "cpu", progress=False)
     assert np.abs(plain["source_images"] - plain["target_images"]).max() > 1e-2
     # A colour block of weight 4 appended to the patch descriptors: norm sqrt(1 + 4), semantic part unchanged.
-    coloured, _ = features.matching_descriptors(items, scene_of, net, net,
+    coloured, _ = descriptors.matching_descriptors(items, scene_of, net, net,
                                                 dataclasses.replace(embed, patch_colour_weight=4.0), tmp_path, "w",
                                                 "cpu", progress=False)
     width = desc["source_patches"].shape[1]
     np.testing.assert_allclose(coloured["source_patches"][:, :width], desc["source_patches"], atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(coloured["source_patches"], axis=1), np.sqrt(5.0), rtol=1e-5)
     with pytest.raises(ValueError, match="colour-cast"):
-        features.cast_normalised_items(items, scene_of, "sepia")
+        descriptors.cast_normalised_items(items, scene_of, "sepia")

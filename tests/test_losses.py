@@ -14,7 +14,7 @@ from torch import nn
 from torch.autograd import gradcheck
 
 from isp_support.train import losses
-from isp_support.embed import backbones as weights
+from isp_support.embed import backbones
 from isp_support.embed import weights_files
 from isp_support.colour import U_RANGE
 from isp_support.config import EmbedConfig, profile_config
@@ -291,9 +291,9 @@ def test_gram_loss_mean_reduction_divides_each_layer_by_channels_squared():
 
 
 def test_gram_loss_with_offline_vgg16():
-    backbone, info = weights.load_backbone("vgg16_offline", EmbedConfig(), "cpu", log=lambda _: None)
+    backbone, info = backbones.load_backbone("vgg16_offline", EmbedConfig(), "cpu", log=lambda _: None)
     gram = GramLoss(backbone)
-    assert gram.layers == weights.VGG16_STYLE_LAYERS
+    assert gram.layers == backbones.VGG16_STYLE_LAYERS
     x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32).clamp(0.2, 0.6)
     assert float(gram(x, x)) == 0.0
     x.requires_grad_()
@@ -315,7 +315,7 @@ def test_gram_loss_for_falls_back_loudly(monkeypatch):
             raise WeightsUnavailableError("VGG19 weights not found: no local file, no cache, downloads disabled")
         return StubBackbone(), "info"
 
-    monkeypatch.setattr(weights, "load_backbone", fake_load)
+    monkeypatch.setattr(backbones, "load_backbone", fake_load)
     lines = []
     cfg = profile_config("full")                      # style_backbone = vgg19, the paper's
     gram = gram_loss_for(cfg, "cpu", log=lines.append)
@@ -329,7 +329,7 @@ def test_gram_loss_for_falls_back_loudly(monkeypatch):
 
 
 def test_gram_loss_for_uses_vgg19_when_available(monkeypatch):
-    monkeypatch.setattr(weights, "load_backbone", lambda name, cfg, device="cpu", log=print: (StubBackbone(), name))
+    monkeypatch.setattr(backbones, "load_backbone", lambda name, cfg, device="cpu", log=print: (StubBackbone(), name))
     lines = []
     gram = gram_loss_for(profile_config("full"), "cpu", log=lines.append)
     assert gram.backbone_name == "vgg19" and len(lines) == 1 and "vgg19" in lines[0]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from isp_support.ot.fgw import fused_gw_plan
-from isp_support.pairing import match as matching
+from isp_support.pairing import match
 from isp_support.pairing import quality as pair_quality
 from isp_support import viz
 from isp_support.config import MatchConfig
@@ -18,7 +18,7 @@ from isp_support.pairing.quality import ColourStats
 
 @pytest.fixture(scope="module")
 def knob_inputs():
-    sets = matching.synthetic_match_inputs(6, 8, (3, 5), image_dim=40, patch_dim=20, n_classes=3, seed=5)
+    sets = match.synthetic_match_inputs(6, 8, (3, 5), image_dim=40, patch_dim=20, n_classes=3, seed=5)
     si, ti, sp, tp = sets
     rng = np.random.default_rng(3)
 
@@ -30,7 +30,7 @@ def knob_inputs():
     scoring = {"targets": stats(tp.ids), "truth": stats(sp.ids), "source_scene": dict(zip(sp.ids, sp.parents)),
                "target_image": dict(zip(tp.ids, tp.parents))}
     cfg = MatchConfig()
-    graphs = {"default (ot)": matching.match_dataset(*sets, cfg, warn=False).patch_graph,
+    graphs = {"default (ot)": match.match_dataset(*sets, cfg, warn=False).patch_graph,
               "random": random_graph(sp.ids, tp.ids, cfg.top_patches, seed=0)}
     references = {name: pair_quality.pairing_quality(g, name=name, **scoring) for name, g in graphs.items()}
     return sets, cfg, scoring, references
@@ -81,7 +81,7 @@ def test_quality_panel_scores_the_re_solved_graph_beside_the_references(knob_inp
     fig = viz.plan_and_quality_figure(sets, cfg, eps, alpha, scoring=scoring, references=references)
     bars = _bar_heights(fig.axes[1])
     assert list(bars) == ["this setting", "default (ot)", "random"]
-    graph = matching.match_dataset(*sets, dataclasses.replace(cfg, image_epsilon=eps, alpha=alpha),
+    graph = match.match_dataset(*sets, dataclasses.replace(cfg, image_epsilon=eps, alpha=alpha),
                                    warn=False).patch_graph
     expected = pair_quality.pairing_quality(graph, **scoring).per_scene("patch")[list(viz.KNOB_FIGURES)].mean()
     np.testing.assert_allclose(bars["this setting"], expected.to_numpy(), rtol=1e-12)
