@@ -13,8 +13,6 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from ..train.loop import sample_path
-
 
 def training_curves(history: Sequence[dict], min_structure: float, best_epoch: int, title: str = ""):
     """Loss terms per epoch (left) and the two validation figures (right), best epoch marked."""
@@ -94,6 +92,8 @@ def _sample_strips(strips: dict[str, Path], samples: int):
 
 def epoch_renderings(run: Any, samples: int):
     """Notebook 04: ``run``'s saved validation renderings after epoch 0, the kept epoch and the last one."""
+    from ..train.loop import sample_path
+
     shown = sorted({0, run.best_epoch, run.history[-1]["epoch"]})
     _sample_strips({f"epoch {epoch}" + (" (kept)" if epoch == run.best_epoch else ""): sample_path(run.folder, epoch)
                     for epoch in shown}, samples)
@@ -101,5 +101,7 @@ def epoch_renderings(run: Any, samples: int):
 
 def kept_renderings(runs: dict[str, Any], samples: int):
     """Notebook 05: each run's saved validation renderings at its kept epoch, one row per run, titled by its name."""
+    from ..train.loop import sample_path
+
     _sample_strips({f"{name} (epoch {r.best_epoch})": sample_path(r.folder, r.best_epoch) for name, r in runs.items()},
                    samples)
