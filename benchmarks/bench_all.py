@@ -141,16 +141,50 @@ def bench_embedding(cfg, device: str, count: int, repeats: int) -> dict:
     return out
 
 
+TILE_SWEEP = (64, 96, 128, 160, 192, 256)
+"""Tile sides the inference stage times the fast path at (``tiles.AUTO_TILE`` was chosen from this sweep)."""
+
+
+def matmul_gflops(device: str, n: int = 2048, repeats: int = 3) -> float:
+    """The device's float32 matrix-product rate (GFLOP/s, best of ``repeats`` ``n`` x ``n`` products):
+    what bounds the colour network's throughput."""
+    a, b = torch.rand(n, n, device=device), torch.rand(n, n, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
 def bench_inference(device: str, side: int, repeats: int) -> dict:
-    """The colour network over a ``side`` x ``side`` image, in one pass and in ``"auto"`` tiles."""
+    """The colour network over a ``side`` x ``side`` image: the reference path in one pass and in ``"auto"``
+    tiles, the fast path (``evaluate.fused``) in one pass, in ``"auto"`` tiles and at every tile of
+    :data:`TILE_SWEEP`; the physical limit (FLOP per pixel at the device's matrix-product rate)."""
     tile = tiles.network_tile("auto", device)
     out = {"side": side, "auto_tile": tile}
     for head in ("1x1", "lut"):
-        for mode, t in (("one_pass", None), ("auto_tiles", "auto")):
-            spm = scoring.seconds_per_megapixel(ColourNet(head=head).eval(), device, side, repeats, t)
-            out[f"{head}_{mode}_megapixels_per_s"] = 1 / spm
-            print(f"ColourNet ({head} head) on a {side}x{side} image, "
-                  f"{'one pass' if t is None else f'{tile} px tiles'}: {1 / spm:.2f} MP/s (median of {repeats})")
+        for fast in (False, True):
+            for mode, t in (("one_pass", None), ("auto_tiles", "auto")):
+                spm = scoring.seconds_per_megapixel(ColourNet(head=head).eval(), device, side, repeats, t, fast)
+                key = f"{head}_{'fast_' if fast else ''}{mode}_megapixels_per_s"
+                out[key] = 1 / spm
+                print(f"ColourNet ({head} head, {'fast' if fast else 'reference'} path) on a {side}x{side} image, "
+                      f"{'one pass' if t is None else f'{tile} px tiles'}: {1 / spm:.2f} MP/s (median of {repeats})")
+    sweep = {t: 1 / scoring.seconds_per_megapixel(ColourNet().eval(), device, side, repeats, t) for t in TILE_SWEEP}
+    out["fast_tile_sweep_megapixels_per_s"] = {str(t): v for t, v in sweep.items()}
+    print("fast path, 1x1 head, by tile side: " + ", ".join(f"{t} px {v:.2f}" for t, v in sweep.items()) + " MP/s")
+    hidden = ColourNet().conv1.out_channels
+    flop_per_pixel = 2 * (27 * hidden + hidden * 27 + 9) + hidden  # two 3x3 convolutions, head, ReLU
+    gflops = matmul_gflops(device)
+    out |= {"flop_per_pixel": flop_per_pixel, "matmul_gflops": gflops,
+            "limit_megapixels_per_s": gflops * 1e3 / flop_per_pixel}
+    print(f"physical limit: {flop_per_pixel:,} FLOP per pixel at {gflops:.0f} GFLOP/s (float32 matrix product) = "
+          f"{out['limit_megapixels_per_s']:.1f} MP/s; the fast path in auto tiles reaches "
+          f"{out['1x1_fast_auto_tiles_megapixels_per_s'] / out['limit_megapixels_per_s']:.0%} of it")
     return out
 
 
@@ -193,32 +227,70 @@ def run_stages(cfg, device: str, stages: dict, series_run_dir: Path | None) -> N
             stages["demo series"] |= run_demo_series(series_run_dir)
 
 
-def print_summary(record: dict) -> None:
-    """The summary table of ``record``: one line per figure, then the peak memory of every stage."""
+def figures(record: dict) -> list[tuple[str, float, str]]:
+    """The summary's figures of ``record``: ``(name, value, unit)``; times in seconds, everything else a rate."""
+    s = record["stages"]
+    inf = s.get("inference", {})
+    rows = [("pre-processing (DemosaicNet + FFDNet)", s.get("pre-processing", {}).get("megapixels_per_s"), "MP/s"),
+            ("embedding, patches", s.get("embedding", {}).get("patches_per_s"), "patches/s"),
+            ("embedding, images", s.get("embedding", {}).get("images_per_s"), "images/s"),
+            ("matching, 80 images (FGW + patch OT)",
+             s["matching"]["image_seconds"] + s["matching"]["patch_seconds"] if "matching" in s else None, "s"),
+            ("training step, stage 1", s.get("training", {}).get("stage_1"), "patches/s"),
+            ("training step, stage 1, no Gram", s.get("training", {}).get("stage_1_no_Gram"), "patches/s"),
+            ("training step, stage 2", s.get("training", {}).get("stage_2"), "patches/s")]
+    for head in ("1x1", "lut"):
+        for path, label in (("", "reference"), ("fast_", "fast")):
+            rows += [(f"inference, {head} head, {label}, one pass", inf.get(f"{head}_{path}one_pass_megapixels_per_s"),
+                      "MP/s"),
+                     (f"inference, {head} head, {label}, auto tiles", inf.get(f"{head}_{path}auto_tiles_megapixels_per_s"),
+                      "MP/s")]
+    rows.append(("inference, physical limit", inf.get("limit_megapixels_per_s"), "MP/s"))
+    series = s.get("demo series", {})
+    rows += [(f"demo series, {name}", sec, "s") for name, sec in series.get("seconds", {}).items()]
+    if series:
+        rows.append(("demo series, all notebooks", sum(series["seconds"].values()), "s"))
+    return [(name, value, unit) for name, value, unit in rows if value is not None]
+
+
+def print_summary(record: dict, baseline: dict | None = None) -> None:
+    """The summary table of ``record`` (beside ``baseline``'s figures and the speed-up when given), then the
+    peak memory of every stage."""
     device = record["device"]
     print("\n=== summary ===")
     print(f"device {device} ({record['device_name']}), {record['threads']} CPU threads, torch {torch.__version__}")
-    s = record["stages"]
-    lines = [("pre-processing (DemosaicNet + FFDNet)", f"{s['pre-processing']['megapixels_per_s']:.3f} MP/s"),
-             ("embedding, patches", f"{s['embedding']['patches_per_s']:.1f} patches/s"),
-             ("embedding, images", f"{s['embedding']['images_per_s']:.1f} images/s"),
-             ("matching, 80 images (FGW + patch OT)",
-              f"{s['matching']['image_seconds'] + s['matching']['patch_seconds']:.2f} s"),
-             ("training step, stage 1", f"{s['training']['stage_1']:.1f} patches/s"),
-             ("training step, stage 2", f"{s['training'].get('stage_2', float('nan')):.1f} patches/s"),
-             *((f"inference, {head} head, {label}", f"{s['inference'][f'{head}_{mode}_megapixels_per_s']:.2f} MP/s")
-               for head in ("1x1", "lut")
-               for mode, label in (("one_pass", "one pass"), ("auto_tiles", f"{s['inference']['auto_tile']} px tiles")))]
-    if "demo series" in s:
-        lines.append(("demo series end to end", f"{s['demo series']['total_seconds']:.0f} s "
-                                                 f"({', '.join(f'{k[:2]} {v:.0f} s' for k, v in s['demo series']['seconds'].items())})"))
-    for name, value in lines:
-        print(f"{name:<40}{value}")
-    print("peak process RSS (MiB): " + ", ".join(f"{k} {v['peak_rss_mib']:.0f}" for k, v in s.items()))
+    before = {name: value for name, value, _ in figures(baseline)} if baseline else {}
+    if baseline:
+        print(f"{'':<52}{'before':>10}{'after':>10}  unit       speed-up")
+    for name, value, unit in figures(record):
+        if not baseline:
+            print(f"{name:<52}{value:>10.2f}  {unit}")
+            continue
+        old = before.get(name)
+        ratio = "" if not old or not value else f"{(old / value if unit == 's' else value / old):.2f}x"
+        print(f"{name:<52}{'-' if old is None else f'{old:.2f}':>10}{value:>10.2f}  {unit:<10} {ratio}")
+    inf = record["stages"].get("inference", {})
+    if "limit_megapixels_per_s" in inf:
+        print(f"fast inference in auto tiles: {inf['1x1_fast_auto_tiles_megapixels_per_s'] / inf['limit_megapixels_per_s']:.0%}"
+              f" of the physical limit ({inf['flop_per_pixel']:,} FLOP per pixel at {inf['matmul_gflops']:.0f} GFLOP/s)")
+    print("peak process RSS (MiB): " + ", ".join(f"{k} {v['peak_rss_mib']:.0f}" for k, v in record["stages"].items()))
     if device.startswith("cuda"):
-        print("peak GPU memory allocated (MiB): " + ", ".join(f"{k} {v['peak_gpu_mib']:.0f}" for k, v in s.items()))
-    if "demo series" in s:
-        print(f"largest notebook kernel RSS: {s['demo series'].get('peak_child_rss_mib', float('nan')):.0f} MiB")
+        print("peak GPU memory allocated (MiB): " + ", ".join(f"{k} {v['peak_gpu_mib']:.0f}"
+                                                            for k, v in record["stages"].items()))
+    if "demo series" in record["stages"]:
+        print(f"largest notebook kernel RSS: {record['stages']['demo series'].get('peak_child_rss_mib', float('nan')):.0f} MiB")
+
+
+def load_baseline(path: str | None, series_run_dir: str | None) -> dict | None:
+    """A previous ``bench.json`` to compare with, its demo series replaced by ``series_run_dir``'s
+    ``series.json`` when given (a series run on its own, e.g. from another checkout)."""
+    if path is None:
+        return None
+    baseline = json.loads(Path(path).read_text())
+    if series_run_dir is not None:
+        timing = json.loads((Path(series_run_dir) / "series.json").read_text())
+        baseline["stages"]["demo series"] = {"run_dir": str(series_run_dir), "seconds": timing["seconds"]}
+    return baseline
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -227,14 +299,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-series", action="store_true", help="leave out the end-to-end demo series")
     parser.add_argument("--series-run-dir", default="runs/bench-demo", help="fresh run folder for the series")
     parser.add_argument("--json", default="runs/bench/bench.json", metavar="PATH")
+    parser.add_argument("--baseline", metavar="BENCH_JSON", help="a previous run's JSON: print its figures beside")
+    parser.add_argument("--baseline-series", metavar="RUN_DIR", help="take the baseline's demo series from this "
+                        "finished run's series.json")
     args = parser.parse_args(argv)
+    baseline = load_baseline(args.baseline, args.baseline_series)
     device = resolve_device(args.device)
     cfg = load_config("demo", device=device)
     root = project_root()
     record: dict = {"device": device, "device_name": device_description(device), "platform": platform.platform(),
                     "threads": torch.get_num_threads(), "versions": package_versions(), "stages": {}}
     run_stages(cfg, device, record["stages"], None if args.skip_series else root / args.series_run_dir)
-    print_summary(record)
+    if baseline is not None:
+        record["baseline"] = {"json": args.baseline, "series_run_dir": args.baseline_series,
+                              "figures": {name: value for name, value, _ in figures(baseline)}}
+    print_summary(record, baseline)
     out = root / args.json
     atomic_write_json(out, record)
     print(f"written to {out}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -32,7 +33,8 @@ def run_series(cfg: Config, notebooks_dir: str | Path = "notebooks", only: list[
                log=print) -> list[Path]:
     """Execute every notebook in order into ``<run_dir>/notebooks/``; stops at the first failure.
 
-    ``<run_dir>/series.json`` records each executed notebook's wall time (seconds) and the total.
+    ``<run_dir>/series.json`` records each notebook's wall time (seconds) as it finishes, and the total;
+    the times of notebooks run earlier into the same folder (``only=``) are kept beside them.
     :data:`HEADLESS_ENV` is set for the kernels, so widget cells print a note instead of a widget.
     """
     notebooks = series_notebooks(notebooks_dir)
@@ -58,7 +60,7 @@ def _execute(cfg: Config, notebooks: list[Path], out_dir: Path, log) -> list[Pat
     import papermill as pm
 
     executed = []
-    seconds: dict[str, float] = {}
+    seconds = _recorded_seconds(RunLayout(cfg.run_dir).series, cfg.profile)
     for nb in notebooks:
         target = out_dir / nb.name
         log(f"--> {nb.name} (profile {cfg.profile})")
@@ -68,6 +70,18 @@ def _execute(cfg: Config, notebooks: list[Path], out_dir: Path, log) -> list[Pat
         seconds[nb.stem] = round(time.perf_counter() - start, 2)
         log(f"    done in {seconds[nb.stem]:.1f} s -> {target}")
         executed.append(target)
+        seconds = dict(sorted(seconds.items()))
         atomic_write_json(RunLayout(cfg.run_dir).series, {"profile": cfg.profile, "seconds": seconds,
                                                              "total_seconds": round(sum(seconds.values()), 2)})
     return executed
+
+
+def _recorded_seconds(path: Path, profile: str) -> dict[str, float]:
+    """The notebook times already in ``series.json`` for ``profile``; none when absent, unreadable or another
+    profile's (the folder's record is then started again)."""
+    try:
+        record = json.loads(path.read_text())
+        seconds = record["seconds"] if record.get("profile") == profile else {}
+        return {str(k): float(v) for k, v in seconds.items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}

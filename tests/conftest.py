@@ -26,13 +26,35 @@ def tiny_dataset(tmp_path_factory, tiny_cfg) -> Path:
                          progress=False, log=lambda *_: None)
 
 
+SERIES_RUN_ENV = "ISP_TEST_SERIES_RUN_DIR"
+"""Where the notebook tests run the tiny series (``make notebooks`` sets it so that ``make nbval`` reuses
+the run); a fresh temp folder when unset."""
+SERIES_DATA_ENV = "ISP_TEST_SERIES_DATA_DIR"
+"""The tiny dataset that series reads (``make notebooks``: ``data/tiny``); the session's own build when unset."""
+
+
 @pytest.fixture(scope="session")
-def tiny_series(tiny_dataset, tmp_path_factory):
-    """Every notebook of the series, run once per session in order on the tiny dataset: ``(run_dir, executed)``."""
+def series_data_dir(request) -> Path:
+    """The dataset :func:`tiny_series` runs on."""
+    if os.environ.get(SERIES_DATA_ENV):
+        return Path(os.environ[SERIES_DATA_ENV])
+    return request.getfixturevalue("tiny_dataset")
+
+
+@pytest.fixture(scope="session")
+def tiny_series(series_data_dir, tmp_path_factory):
+    """Every notebook of the series, run once per session in order on the tiny dataset: ``(run_dir, executed)``.
+
+    The run folder must be fresh: :data:`SERIES_RUN_ENV`'s is refused when it already holds a run."""
     from isp_support.series import run_series
 
-    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    cfg = load_config("tiny", data_dir=tiny_dataset, run_dir=run_dir, device="cpu", environ={})
+    if os.environ.get(SERIES_RUN_ENV):
+        run_dir = Path(os.environ[SERIES_RUN_ENV])
+        if run_dir.exists() and any(run_dir.iterdir()):
+            pytest.fail(f"{SERIES_RUN_ENV}={run_dir} is not empty; the notebook tests need a fresh run folder")
+    else:
+        run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    cfg = load_config("tiny", data_dir=series_data_dir, run_dir=run_dir, device="cpu", environ={})
     return run_dir, run_series(cfg, REPO / "notebooks")
 
 

@@ -386,3 +386,62 @@ def test_losses_run_under_autocast_and_on_cuda_when_available():
         assert torch.isfinite(total) and total.dtype == torch.float32
         total.backward()
         assert torch.isfinite(y_hat.grad).all()
+
+
+# --- the target side kept (GramLoss.with_target_cache) -------------------------------------------
+
+class CountingBackbone(StubBackbone):
+    """StubBackbone that counts the images it has seen."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = 0
+
+    def features_at(self, x, layers=None):
+        self.seen += len(x)
+        return super().features_at(x, layers)
+
+
+def test_cached_gram_targets_give_the_same_loss_and_gradient_as_computing_them_afresh():
+    backbone = CountingBackbone()
+    fresh = GramLoss(backbone, reduction="mean")
+    cached = fresh.with_target_cache(1 << 20)
+    gen = torch.Generator().manual_seed(3)
+    y = torch.rand(4, 3, 16, 16, generator=gen)
+    for _ in range(3):  # the same targets after every "epoch", new predictions each time
+        x1 = torch.rand(4, 3, 16, 16, generator=gen, requires_grad=True)
+        x2 = x1.detach().clone().requires_grad_(True)
+        want, got = fresh(x1, y), cached(x2, y)
+        assert torch.equal(want, got)
+        want.backward()
+        got.backward()
+        assert torch.equal(x1.grad, x2.grad)
+    assert (cached.target_cache.misses, cached.target_cache.hits) == (1, 2)
+    # three fresh target passes, one cached target pass, six prediction passes: 10 batches of 4
+    assert backbone.seen == 4 * (3 + 1 + 6)
+
+
+def test_gram_target_cache_keys_on_the_exact_bytes():
+    cached = GramLoss(StubBackbone(), reduction="mean").with_target_cache(1 << 20)
+    y = torch.rand(2, 3, 16, 16)
+    x = torch.rand(2, 3, 16, 16)
+    first = cached(x, y)
+    moved = y.clone()
+    moved[0, 0, 0, 0] = torch.nextafter(moved[0, 0, 0, 0], torch.tensor(2.0))  # one ulp
+    assert cached.target_cache.key(moved) != cached.target_cache.key(y)
+    cached(x, moved)
+    assert cached.target_cache.misses == 2 and cached.target_cache.hits == 0
+    assert torch.equal(cached(x, y), first) and cached.target_cache.hits == 1
+
+
+def test_gram_target_cache_stays_within_its_bytes():
+    stub = StubBackbone()
+    one = sum(g.numel() * g.element_size() for g in GramLoss(stub).grams(torch.rand(1, 3, 16, 16)).values())
+    cache = GramLoss(stub).with_target_cache(2 * one).target_cache
+    ys = [torch.rand(1, 3, 16, 16) for _ in range(3)]
+    for y in ys:
+        cache.get(y, GramLoss(stub).grams)
+    assert len(cache.entries) == 2 and cache.bytes == 2 * one
+    assert cache.key(ys[0]) not in cache.entries  # least recently used went first
+    cache.get(torch.rand(3, 3, 16, 16), GramLoss(stub).grams)  # three patches: larger than the cache
+    assert len(cache.entries) == 2 and cache.bytes == 2 * one

@@ -41,6 +41,22 @@ def test_series_runner_injects_parameters(tmp_path):
     assert list(timing["seconds"]) == ["00_toy"] and timing["total_seconds"] == timing["seconds"]["00_toy"] > 0
 
 
+def test_series_json_keeps_the_times_of_notebooks_run_before(tmp_path):
+    (tmp_path / "nbs").mkdir()
+    _toy_notebook(tmp_path / "nbs" / "00_toy.ipynb")
+    _toy_notebook(tmp_path / "nbs" / "01_toy.ipynb")
+    cfg = load_config("tiny", run_dir=tmp_path / "run", device="cpu", environ={})
+    run_series(cfg, tmp_path / "nbs", only=["00"], log=lambda *_: None)
+    first = json.loads((tmp_path / "run" / "series.json").read_text())["seconds"]["00_toy"]
+    run_series(cfg, tmp_path / "nbs", only=["01"], log=lambda *_: None)
+    timing = json.loads((tmp_path / "run" / "series.json").read_text())
+    assert list(timing["seconds"]) == ["00_toy", "01_toy"] and timing["seconds"]["00_toy"] == first
+    assert timing["total_seconds"] == pytest.approx(sum(timing["seconds"].values()))
+    other = load_config("demo", run_dir=tmp_path / "run", device="cpu", environ={})
+    run_series(other, tmp_path / "nbs", only=["01"], log=lambda *_: None)  # another profile starts afresh
+    assert list(json.loads((tmp_path / "run" / "series.json").read_text())["seconds"]) == ["01_toy"]
+
+
 @pytest.mark.parametrize("notebook", [p.name for p in series_notebooks(REPO / "notebooks")])
 def test_notebook_runs_on_tiny(tiny_series, notebook):
     run_dir, executed = tiny_series
@@ -68,11 +84,11 @@ def _metrics(tiny_series, name):
     return json.loads((run_dir / "metrics" / f"{name}.json").read_text())
 
 
-def test_preprocess_notebook_covers_every_patch(tiny_series, tiny_dataset):
+def test_preprocess_notebook_covers_every_patch(tiny_series, series_data_dir):
     from isp_support.data import open_dataset
 
     recorded = {name: s["patches"] for name, s in _metrics(tiny_series, "01_preprocess")["splits"].items()}
-    assert recorded == {name: len(s.raw_patches()) for name, s in open_dataset(tiny_dataset).splits.items()}
+    assert recorded == {name: len(s.raw_patches()) for name, s in open_dataset(series_data_dir).splits.items()}
 
 
 def test_stitch_notebook_recovers_every_true_grid(tiny_series):
@@ -81,7 +97,7 @@ def test_stitch_notebook_recovers_every_true_grid(tiny_series):
     assert metrics["accuracy"][f"{setting['score']}, b={setting['border']}"] == 1.0
 
 
-def test_match_notebook_writes_converged_graphs_keyed_by_patch_ids(tiny_series, tiny_dataset):
+def test_match_notebook_writes_converged_graphs_keyed_by_patch_ids(tiny_series, series_data_dir):
     from isp_support.data import open_dataset
     from isp_support.pairing.graph import PairGraph
 
@@ -90,6 +106,6 @@ def test_match_notebook_writes_converged_graphs_keyed_by_patch_ids(tiny_series, 
     assert all(m["converged"] for m in metrics["methods"].values())
     assert "vgg16_offline" in metrics["backbones"]["semantic"]  # tiny runs offline and says so
     graph = PairGraph.load(metrics["graph"])
-    train = open_dataset(tiny_dataset)["train"]
+    train = open_dataset(series_data_dir)["train"]
     assert set(graph.source_ids) == {p.id for p in train.raw_patches()}
     assert set(graph.target_ids) <= {p.id for p in train.jpeg_patches()}

@@ -34,7 +34,8 @@ from ..io import DataError, UnreadableFileError, read_raw, require_regular_file
 from ..pipeline.errors import FFDNetUnavailableError, RawPipelineError
 from ..pipeline.preprocess import pipeline_settings
 from ..pipeline.raw import RawPipeline
-from .tiles import render, tiled
+from .fused import fused
+from .tiles import network_tile, render, tiled
 
 __all__ = ["CAMERA_RAW_SUFFIXES", "PIPELINE_CONTEXT", "PIPELINE_TILE", "PredictError", "Predictor", "export_folder",
            "predict", "read_camera_raw", "save_png", "to_uint8"]
@@ -53,9 +54,19 @@ RECORD_KEYS = frozenset({"input", "input_sha256", "png_sha256", "checkpoint_sha2
 # --- the network ----------------------------------------------------------------------------------------
 
 def predict(model: torch.nn.Module, x: torch.Tensor, device: str | torch.device = "cpu",
-            batch_size: int = 32) -> torch.Tensor:
-    """``model`` over ``(N, 3, H, W)`` in batches of ``batch_size``; float32 on the CPU, same shape."""
+            batch_size: int = 32, fast: bool = True) -> torch.Tensor:
+    """``model`` over ``(N, 3, H, W)`` in batches; float32 on the CPU, same shape.
+
+    ``fast`` (default): a ``ColourNet`` runs as :class:`~isp_support.evaluate.fused.FusedColourNet`
+    in batches of at most ``batch_size`` patches and about :func:`~isp_support.evaluate.tiles.network_tile`
+    squared pixels (cache-sized, as whole images are tiled); ``fast=False``: the module itself in
+    batches of ``batch_size`` (the reference path).
+    """
     model = model.eval().to(device)
+    if fast:
+        model = fused(model)
+        side = network_tile("auto", device)
+        batch_size = max(1, min(batch_size, side * side // max(1, x.shape[-2] * x.shape[-1])))
     with torch.inference_mode():
         return torch.cat([model(x[i:i + batch_size].to(device, torch.float32)).float().cpu()
                           for i in range(0, len(x), batch_size)]) if len(x) else x.float()

@@ -224,18 +224,19 @@ def score_images(model: torch.nn.Module | None, test: TestSet, device: str = "cp
 
 
 def seconds_per_megapixel(model: torch.nn.Module | None, device: str = "cpu", side: int = 1024, repeats: int = 3,
-                          tile: int | str | None = None) -> float:
-    """Median wall time of :func:`tiles.render` on a ``side`` x ``side`` image, per megapixel (0 without a network)."""
+                          tile: int | str | None = None, fast: bool = True) -> float:
+    """Median wall time of :func:`tiles.render` on a ``side`` x ``side`` image, per megapixel (0 without a network);
+    ``fast=False`` times the reference path."""
     if model is None:
         return 0.0
     x = torch.rand(3, side, side, generator=torch.Generator().manual_seed(0))
     sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
-    tiles.render(model, x, device, tile)  # warm-up
+    tiles.render(model, x, device, tile, fast)  # warm-up
     times = []
     for _ in range(repeats):
         sync()
         start = time.perf_counter()
-        tiles.render(model, x, device, tile)
+        tiles.render(model, x, device, tile, fast)
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times) / (side * side / 1e6)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import torch
 
+from .fused import fused
+
 __all__ = ["AUTO_TILE", "network_tile", "render", "tiled"]
 
 AUTO_TILE = {"cpu": 128, "cuda": 2048}
@@ -62,14 +64,18 @@ def network_tile(tile: int | str | None, device: str | torch.device) -> int | No
 
 
 def render(model: torch.nn.Module, image: torch.Tensor, device: str | torch.device = "cpu",
-           tile: int | str | None = None) -> torch.Tensor:
+           tile: int | str | None = None, fast: bool = True) -> torch.Tensor:
     """A whole image ``(3, H, W)`` or batch ``(B, 3, H, W)`` through the network: one pass, or tiles of
     ``tile`` pixels overlapping by the network's context (the same result, bounded memory);
-    ``"auto"``: see :func:`network_tile`."""
+    ``"auto"``: see :func:`network_tile`. ``fast`` (default) runs a ``ColourNet`` as
+    :class:`~isp_support.evaluate.fused.FusedColourNet` (equal to float32 rounding); ``fast=False``
+    runs the module itself (the reference path)."""
     tile = network_tile(tile, device)
     single = image.ndim == 3
     x = image.unsqueeze(0) if single else image
     model = model.eval().to(device)
+    if fast:
+        model = fused(model)
     context = int(getattr(model, "context", 0))
     with torch.inference_mode():
         out = tiled(lambda t: model(t.to(device, torch.float32)).float().cpu(), x, tile, context)

@@ -4,6 +4,9 @@
 * :class:`GramLoss` (eq. 9): squared Frobenius distance between Gram matrices of
   a frozen backbone's features; :func:`gram_loss_for` picks the backbone.
 * :data:`INPUT_SCALE_CORRECTION`: the factor bringing a backbone's loss to VGG19's scale.
+* :class:`TargetGramCache`: the target side of the loss kept by the exact bytes of the target batch,
+  for targets that recur (the held-out loss scores the same pairs after every epoch);
+  :meth:`GramLoss.with_target_cache` gives a loss that uses one.
 
 Like the other losses (:mod:`isp_support.train.losses`), the Gram matrices are computed
 in at least float32 with autocast disabled.
@@ -11,6 +14,8 @@ in at least float32 with autocast disabled.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,7 +24,7 @@ from torch import nn
 
 from .losses import _at_least_float32, _check_images, _no_autocast
 
-__all__ = ["INPUT_SCALE_CORRECTION", "GramLoss", "gram_loss_for", "gram_matrix"]
+__all__ = ["INPUT_SCALE_CORRECTION", "GramLoss", "TargetGramCache", "gram_loss_for", "gram_matrix"]
 
 
 def gram_matrix(fmap: torch.Tensor) -> torch.Tensor:
@@ -28,6 +33,48 @@ def gram_matrix(fmap: torch.Tensor) -> torch.Tensor:
     with _no_autocast(fmap):
         flat = _at_least_float32(fmap).reshape(b, c, h * w)
         return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+class TargetGramCache:
+    """Gram matrices of target batches, keyed by the batch's exact bytes (and dtype, shape, device).
+
+    A hit returns the tensors computed for the identical batch, so a loss using the cache has the
+    same value, bit for bit, as one computing them afresh. At most ``max_bytes`` are held; the
+    least recently used entries go first, and a batch larger than ``max_bytes`` is not kept. The
+    target side costs a backbone forward pass per patch, so it is worth keeping for targets that
+    recur, not for training batches cut at fresh random windows (each about 2.4 MB per patch for
+    the offline VGG16's five layers).
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self.entries: OrderedDict[bytes, dict[str, torch.Tensor]] = OrderedDict()
+        self.bytes = 0
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(y: torch.Tensor) -> bytes:
+        digest = hashlib.blake2b(y.detach().contiguous().cpu().numpy().tobytes(), digest_size=20)
+        digest.update(repr((y.dtype, tuple(y.shape), str(y.device))).encode())
+        return digest.digest()
+
+    def get(self, y: torch.Tensor, compute: Callable[[torch.Tensor], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The Gram matrices of ``y``: kept ones, or ``compute(y)`` (then kept when they fit)."""
+        key = self.key(y)
+        if key in self.entries:
+            self.hits += 1
+            self.entries.move_to_end(key)
+            return self.entries[key]
+        self.misses += 1
+        grams = compute(y)
+        size = sum(g.numel() * g.element_size() for g in grams.values())
+        if size <= self.max_bytes:
+            while self.bytes + size > self.max_bytes:
+                _, old = self.entries.popitem(last=False)
+                self.bytes -= sum(g.numel() * g.element_size() for g in old.values())
+            self.entries[key] = grams
+            self.bytes += size
+        return grams
 
 
 class GramLoss(nn.Module):
@@ -72,6 +119,16 @@ class GramLoss(nn.Module):
         self.backbone_name = name or type(backbone).__name__
         self.weights_info: Any = None
         """The backbone's :class:`~isp_support.embed.weights_files.WeightsInfo` when built by :func:`gram_loss_for`."""
+        self.target_cache: TargetGramCache | None = None
+        """Where the target side is kept (:meth:`with_target_cache`); ``None``: computed for every call."""
+
+    def with_target_cache(self, max_bytes: int) -> "GramLoss":
+        """The same loss on the same backbone, keeping the target side in a :class:`TargetGramCache` of
+        ``max_bytes``: equal values, computed once per distinct target batch."""
+        loss = GramLoss(self.backbone, self.layers, self.scale, self.backbone_name, self.reduction)
+        loss.weights_info = self.weights_info
+        loss.target_cache = TargetGramCache(max_bytes)
+        return loss
 
     def train(self, mode: bool = True) -> "GramLoss":
         super().train(mode)
@@ -87,7 +144,7 @@ class GramLoss(nn.Module):
         :attr:`scale`)."""
         _check_images(y_hat, y)
         with torch.no_grad():
-            target = self.grams(y)
+            target = self.grams(y) if self.target_cache is None else self.target_cache.get(y, self.grams)
         pred = self.grams(y_hat)
         out = {}
         for name in self.layers:

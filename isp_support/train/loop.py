@@ -47,7 +47,7 @@ from .gram import gram_loss_for
 from .models import ColourNet, count_parameters
 from .objectives import AdversarialObjective, Loss, Objective, discriminator, generator_loss, loss_weights
 from .pairs import PairSource, epoch_loader, pair_source
-from .validate import FIGURES, Validator, checkpoint_rule, choice_notes, kept_epoch
+from .validate import FIGURES, HELD_OUT_GRAM_CACHE_BYTES, Validator, checkpoint_rule, choice_notes, kept_epoch
 from ..artifacts import atomic_write_bytes, atomic_write_json, sha256_file
 from ..config import Config, TrainConfig
 from ..runs import RunLayout, run_name
@@ -289,8 +289,9 @@ def _set_up(cfg: Config, stage: int, src: PairSource, name: str, folder: Path, i
         gram = gram_loss_for(cfg, device, log=log, scale=tc.gram_scale, reduction=tc.gram_reduction)
     # The held-out loss takes the stage-1 weights (stage 2 only lowers mom and TV: same Gram), no adversarial term.
     held_weights = loss_weights(cfg, 1, src.pairing)
+    held_gram = None if gram is None else gram.with_target_cache(HELD_OUT_GRAM_CACHE_BYTES)
     validator = Validator.for_source(src, cfg, device, loss=lambda p, y: generator_loss(
-        p, y, held_weights, gram, src.pairing, tc.paired_loss)[0])
+        p, y, held_weights, held_gram, src.pairing, tc.paired_loss)[0])
     loss = partial(generator_loss, weights=weights, gram=gram, pairing=src.pairing, paired_loss=tc.paired_loss)
     return _Run(cfg, stage, src, name, folder, init, settings, rule, device, model, model_args, epochs, opt, sched,
                 ema, objective(loss), validator, tc.amp and device.startswith("cuda"))

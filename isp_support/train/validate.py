@@ -31,10 +31,14 @@ from ..config_rules import CHECKPOINT_RULES
 from ..io import read_rgb, read_rgb_tensor
 from ..metrics import SlicedReference, structure_fidelity, ssim_luma, yuv_pixels
 
-__all__ = ["FIGURES", "HeldOutLoss", "Validator", "checkpoint_rule", "choice_notes", "kept_epoch"]
+__all__ = ["FIGURES", "HELD_OUT_GRAM_CACHE_BYTES", "HeldOutLoss", "Validator", "checkpoint_rule", "choice_notes", "kept_epoch"]
 
 FIGURES = ("colour_distance", "structure", "ssim_luma", "pseudo_loss", "paired_loss")
 """Validation figures an epoch's history record may hold (the held-out loss is one of the last two)."""
+HELD_OUT_GRAM_CACHE_BYTES = 1 << 30
+"""The held-out loss scores the same targets after every epoch, so training gives it a Gram loss that keeps
+their Gram matrices (:meth:`~isp_support.train.gram.GramLoss.with_target_cache`), up to this many bytes:
+about 2.4 MB per patch with the offline VGG16, 144 MB for the demo's 59 validation patches."""
 
 
 class HeldOutLoss:
