@@ -6,16 +6,22 @@ Stages, each on synthetic input of the demo profile's sizes (throughput does not
 * **embedding**: the semantic backbone's patch and image descriptors, patches/s and images/s;
 * **matching**: image-level FGW and patch-level OT for a demo-sized problem (``bench_matching.py``);
 * **training**: one stage-1 and one stage-2 step (``bench_training.py``), patches/s;
-* **inference**: the colour network over a 1-megapixel image, megapixels/s;
+* **inference**: the colour network over a 1-megapixel image, megapixels/s: the reference path and the
+  fast one (``evaluate.fused``), in one pass and in tiles, the fast path at several tile sides, and the
+  physical limit (FLOP per pixel at the measured float32 matrix-product rate);
 * **demo series**: ``isp-support run-series --profile demo`` into a fresh run folder, seconds per
   notebook and in total (``--skip-series`` to leave it out; it takes about 25 minutes on 2 CPU cores).
 
 Peak memory of each stage: the process's resident set (sampled), and on CUDA also
 ``torch.cuda.max_memory_allocated``; for the series, the largest notebook kernel's resident
-set. Everything printed also goes to ``--json`` (default ``runs/bench/bench.json``).
+set. Everything printed also goes to ``--json`` (default ``runs/bench/bench.json``). The summary
+puts the previous run's figures beside the new ones, with the speed-up: those of ``--baseline``, by
+default the ``--json`` file a previous run left (``--baseline-series RUN_DIR`` takes the baseline's
+series from a run made on its own, e.g. from another checkout).
 
     python benchmarks/bench_all.py                 # the CPU, or the GPU when there is one
     python benchmarks/bench_all.py --device cuda --skip-series
+    python benchmarks/bench_all.py --baseline OLD/bench.json --baseline-series OLD_RUN_DIR
 """
 
 from __future__ import annotations
@@ -299,14 +305,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-series", action="store_true", help="leave out the end-to-end demo series")
     parser.add_argument("--series-run-dir", default="runs/bench-demo", help="fresh run folder for the series")
     parser.add_argument("--json", default="runs/bench/bench.json", metavar="PATH")
-    parser.add_argument("--baseline", metavar="BENCH_JSON", help="a previous run's JSON: print its figures beside")
+    parser.add_argument("--baseline", metavar="BENCH_JSON", help="a previous run's JSON to print beside the new "
+                        "figures (default: the --json file a previous run left, if any)")
     parser.add_argument("--baseline-series", metavar="RUN_DIR", help="take the baseline's demo series from this "
                         "finished run's series.json")
     args = parser.parse_args(argv)
+    root = project_root()
+    if args.baseline is None and (root / args.json).is_file():
+        args.baseline = str(root / args.json)
     baseline = load_baseline(args.baseline, args.baseline_series)
     device = resolve_device(args.device)
     cfg = load_config("demo", device=device)
-    root = project_root()
     record: dict = {"device": device, "device_name": device_description(device), "platform": platform.platform(),
                     "threads": torch.get_num_threads(), "versions": package_versions(), "stages": {}}
     run_stages(cfg, device, record["stages"], None if args.skip_series else root / args.series_run_dir)
