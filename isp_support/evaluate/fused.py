@@ -18,8 +18,8 @@ bound the challenge's 8-bit export cannot see). Three changes, each exact in rea
 
 :func:`fused` returns the fast network for a ``ColourNet`` and any other module unchanged;
 :func:`~isp_support.evaluate.inference.predict` and :func:`~isp_support.evaluate.tiles.render`
-use it unless ``fast=False`` (the reference path). Inference only: it holds no parameters and
-has no gradient.
+use it unless ``fast=False`` (the reference path). Inference only: the weights are copied into
+buffers (a LUT head is kept as the network's own module) and no gradient is computed.
 """
 
 from __future__ import annotations

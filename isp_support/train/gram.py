@@ -48,7 +48,8 @@ class TargetGramCache:
 
     def __init__(self, max_bytes: int):
         self.max_bytes = int(max_bytes)
-        self.entries: OrderedDict[bytes, dict[str, torch.Tensor]] = OrderedDict()
+        self.entries: OrderedDict[bytes, tuple[dict[str, torch.Tensor], int]] = OrderedDict()
+        """Key -> (Gram matrices, their bytes), least recently used first."""
         self.bytes = 0
         self.hits = self.misses = 0
 
@@ -64,15 +65,14 @@ class TargetGramCache:
         if key in self.entries:
             self.hits += 1
             self.entries.move_to_end(key)
-            return self.entries[key]
+            return self.entries[key][0]
         self.misses += 1
         grams = compute(y)
         size = sum(g.numel() * g.element_size() for g in grams.values())
         if size <= self.max_bytes:
             while self.bytes + size > self.max_bytes:
-                _, old = self.entries.popitem(last=False)
-                self.bytes -= sum(g.numel() * g.element_size() for g in old.values())
-            self.entries[key] = grams
+                self.bytes -= self.entries.popitem(last=False)[1][1]
+            self.entries[key] = (grams, size)
             self.bytes += size
         return grams
 
