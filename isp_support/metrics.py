@@ -4,7 +4,9 @@ Unpaired validation statistics of the training notebooks:
 
 * :func:`colour_distance`: how far the pooled colour distribution of a set of
   images is from a reference set's (the target domain): the sliced 1-Wasserstein
-  distance between their YUV pixel distributions, in YUV units.
+  distance between their YUV pixel distributions, in YUV units
+  (:class:`SlicedReference` keeps the reference side; :func:`column_quantiles` is
+  ``torch.quantile`` along the first axis, bit for bit, sorted with NumPy).
 * :func:`structure_fidelity`: SSIM's structure term between the luma of a
   network's input and of its output. It is 1 for any locally affine change of
   brightness and contrast (a tone curve, a colour matrix) and drops when edges
@@ -35,6 +37,9 @@ inputs' dtype, the others in float64 for float64 inputs and float32 otherwise.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.color import rgb_to_lab as _kornia_rgb_to_lab
@@ -102,6 +107,35 @@ def yuv_pixels(rgb: torch.Tensor, max_pixels: int, seed: int = 0) -> torch.Tenso
     return yuv[pick]
 
 
+def column_quantiles(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``torch.quantile(values, q, dim=0)`` (linear interpolation), equal bit for bit, about 4x faster on the CPU.
+
+    ``values``: ``(N, D)``; ``q``: ``(L,)`` levels in [0, 1]; returns ``(L, D)`` with the same strides.
+    Each column is sorted by NumPy (its vectorised sort; the columns split over
+    ``torch.get_num_threads()`` threads), then interpolated as ``torch.quantile`` does: ranks
+    ``q * (N - 1)`` in float64, weights cast to the values' dtype, ``lerp`` between the neighbours.
+    Other devices and dtypes, NaN (which ``torch.quantile`` propagates) and an empty input go to
+    ``torch.quantile`` itself, which also checks ``q``.
+    """
+    if (values.device.type != "cpu" or values.dtype != torch.float32 or values.dim() != 2 or q.dim() != 1
+            or values.shape[0] == 0 or bool(values.isnan().any()) or not bool(((q >= 0) & (q <= 1)).all())):
+        return torch.quantile(values, q, dim=0)
+    columns = values.T.contiguous().numpy()
+    ordered = np.empty_like(columns)
+    bounds = np.linspace(0, len(columns), min(torch.get_num_threads(), len(columns)) + 1).astype(int)
+
+    def sort(k: int) -> None:
+        ordered[bounds[k]:bounds[k + 1]] = np.sort(columns[bounds[k]:bounds[k + 1]], axis=-1)
+
+    with ThreadPoolExecutor(len(bounds) - 1) as pool:  # NumPy's sort releases the GIL
+        list(pool.map(sort, range(len(bounds) - 1)))
+    ordered_t = torch.from_numpy(ordered)
+    ranks = q.double() * (columns.shape[1] - 1)
+    below = ranks.long()
+    weights = (ranks - below).to(values.dtype)
+    return ordered_t[:, below].lerp(ordered_t[:, ranks.ceil().long()], weights).T
+
+
 class SlicedReference:
     """A reference colour distribution, projected once onto fixed directions for :meth:`distance`.
 
@@ -118,7 +152,7 @@ class SlicedReference:
         self.quantiles = self._quantiles(pixels)
 
     def _quantiles(self, pixels: torch.Tensor) -> torch.Tensor:
-        return torch.quantile(pixels.float() @ self.directions.T, self.q, dim=0)  # (levels, D)
+        return column_quantiles(pixels.float() @ self.directions.T, self.q)  # (levels, D)
 
     def distance(self, pixels: torch.Tensor) -> float:
         """Sliced W1: mean over directions and quantile levels of ``|Q_pixels - Q_reference|``."""

@@ -11,6 +11,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from isp_support.metrics import (
     SlicedReference,
+    column_quantiles,
     colour_distance,
     delta_e2000,
     delta_e2000_lab,
@@ -41,6 +42,37 @@ def test_colour_distance_is_zero_for_the_same_set_and_measures_a_brightness_shif
     c = 0.1
     shifted = ref.distance(yuv_pixels(x + c, 10 ** 9))
     assert shifted == pytest.approx(c * float(ref.directions[:, 0].abs().mean()), rel=1e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_column_quantiles_equal_torch_quantile_bit_for_bit(threads):
+    gen = torch.Generator().manual_seed(threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for trial in range(12):
+            n = int(torch.randint(1, 40 if trial % 3 == 0 else 60_000, (1,), generator=gen))
+            d = int(torch.randint(1, 20, (1,), generator=gen))
+            values = torch.randn(n, d, generator=gen) * 10.0 ** float(torch.randint(-3, 3, (1,), generator=gen))
+            if trial % 4 == 0:
+                values = values.round()  # ties, and zeros of both signs
+            levels = int(torch.randint(1, 300, (1,), generator=gen))
+            q = (torch.arange(levels) + 0.5) / levels if trial % 2 else torch.rand(levels, generator=gen)
+            expected, got = torch.quantile(values, q, dim=0), column_quantiles(values, q)
+            assert got.shape == expected.shape and got.stride() == expected.stride()
+            assert torch.equal(got, expected), (trial, n, d, levels)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_column_quantiles_hand_nan_and_bad_levels_to_torch_quantile():
+    values = torch.rand(50, 4)
+    values[7, 2] = float("nan")
+    q = torch.tensor([0.1, 0.5, 1.0])
+    got = column_quantiles(values, q)
+    assert got[:, 2].isnan().all() and torch.equal(got[:, :2], torch.quantile(values, q, dim=0)[:, :2])
+    with pytest.raises(RuntimeError, match="range"):
+        column_quantiles(torch.rand(5, 2), torch.tensor([1.5]))
 
 
 def test_colour_distance_grows_with_a_colour_cast():
