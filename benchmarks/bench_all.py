@@ -5,12 +5,15 @@ Stages, each on synthetic input of the demo profile's sizes (throughput does not
 * **pre-processing**: DemosaicNet + FFDNet, batched (``bench_preprocess.py``), output megapixels/s;
 * **embedding**: the semantic backbone's patch and image descriptors, patches/s and images/s;
 * **matching**: image-level FGW and patch-level OT for a demo-sized problem (``bench_matching.py``);
-* **training**: one stage-1 and one stage-2 step (``bench_training.py``), patches/s;
+* **training**: one stage-1 and one stage-2 step (``bench_training.py``), patches/s, and the stage-1
+  step's physical limit (its counted FLOP per patch at the measured float32 matrix-product rate);
 * **inference**: the colour network over a 1-megapixel image, megapixels/s: the reference path and the
   fast one (``evaluate.fused``), in one pass and in tiles, the fast path at several tile sides, and the
   physical limit (FLOP per pixel at the measured float32 matrix-product rate);
 * **demo series**: ``isp-support run-series --profile demo`` into a fresh run folder, seconds per
-  notebook and in total (``--skip-series`` to leave it out; it takes about 25 minutes on 2 CPU cores).
+  notebook and in total (``--skip-series`` to leave it out; it takes about 25 minutes on 2 CPU cores),
+  and its stage-1 training at the physical limit: the patch-steps its stage-1 runs took (their
+  ``result.json``) times the step's FLOP per patch, at the matrix-product rate.
 
 Peak memory of each stage: the process's resident set (sampled), and on CUDA also
 ``torch.cuda.max_memory_allocated``; for the series, the largest notebook kernel's resident
@@ -194,6 +197,35 @@ def bench_inference(device: str, side: int, repeats: int) -> dict:
     return out
 
 
+def training_limit(rows: list[dict], gflops: float) -> dict:
+    """The stage-1 step's physical limit from ``bench_training`` rows: its FLOP per patch at ``gflops``,
+    and the measured step's share of it (printed)."""
+    step = next(r for r in rows if r["step"] == "stage 1")
+    gram = next(r for r in rows if r["step"] == "Gram fwd+bwd")
+    out = {"stage_1_flop_per_patch": step["flop_per_patch"], "gram_flop_per_patch": gram["flop_per_patch"],
+           "matmul_gflops": gflops, "stage_1_limit_patches_per_s": gflops * 1e9 / step["flop_per_patch"]}
+    print(f"stage-1 physical limit: {step['flop_per_patch'] / 1e9:.2f} GFLOP per patch (the Gram loss "
+          f"{gram['flop_per_patch'] / step['flop_per_patch']:.0%} of it) at {gflops:.0f} GFLOP/s = "
+          f"{out['stage_1_limit_patches_per_s']:.1f} patches/s; the step reaches "
+          f"{step['patches_per_s'] / out['stage_1_limit_patches_per_s']:.0%} of it")
+    return out
+
+
+def training_floor(run_dir: Path, training: dict) -> dict:
+    """The stage-1 runs of a finished series (``RUN_DIR/train/*/result.json``): their patch-steps, their
+    seconds (validation included) and the seconds those steps take at ``training``'s physical limit (printed)."""
+    runs = [json.loads(p.read_text()) for p in sorted(Path(run_dir).glob("train/*/result.json"))]
+    epochs = [h for r in runs if r["settings"]["stage"] == 1 for h in r["history"] if h["epoch"] > 0]
+    steps = sum(round(h["patches_per_second"] * h["seconds"]) for h in epochs)
+    out = {"stage_1_runs": sum(r["settings"]["stage"] == 1 for r in runs), "stage_1_patch_steps": steps,
+           "stage_1_seconds": sum(h["seconds"] for h in epochs),
+           "stage_1_floor_seconds": steps * training["stage_1_flop_per_patch"] / (training["matmul_gflops"] * 1e9)}
+    print(f"stage-1 training in the series: {out['stage_1_runs']} runs, {steps:,} patch-steps in "
+          f"{out['stage_1_seconds']:.0f} s (validation included); at the physical limit "
+          f"{out['stage_1_floor_seconds']:.0f} s")
+    return out
+
+
 def run_demo_series(run_dir: Path) -> dict:
     from isp_support.series import run_series
 
@@ -226,11 +258,13 @@ def run_stages(cfg, device: str, stages: dict, series_run_dir: Path | None) -> N
                                      "--batch", str(cfg.train.batch_size), "--warmup", "1", "--repeats", "3"])
         stages["training"] |= {r["step"].replace(" ", "_").replace(",", ""): r["patches_per_s"]
                                for r in train["rows"] if r["patches_per_s"]} | {"side": train["rows"][0]["side"]}
+        stages["training"] |= training_limit(train["rows"], matmul_gflops(device))
     with stage("inference", device, stages):
         stages["inference"] |= bench_inference(device, cfg.evaluate.timing_side, 3)
     if series_run_dir is not None:
         with stage("demo series", device, stages, children=True):
             stages["demo series"] |= run_demo_series(series_run_dir)
+        stages["demo series"] |= training_floor(series_run_dir, stages["training"])
 
 
 def figures(record: dict) -> list[tuple[str, float, str]]:
@@ -244,6 +278,8 @@ def figures(record: dict) -> list[tuple[str, float, str]]:
              s["matching"]["image_seconds"] + s["matching"]["patch_seconds"] if "matching" in s else None, "s"),
             ("training step, stage 1", s.get("training", {}).get("stage_1"), "patches/s"),
             ("training step, stage 1, no Gram", s.get("training", {}).get("stage_1_no_Gram"), "patches/s"),
+            ("training step, stage 1, physical limit", s.get("training", {}).get("stage_1_limit_patches_per_s"),
+             "patches/s"),
             ("training step, stage 2", s.get("training", {}).get("stage_2"), "patches/s")]
     for head in ("1x1", "lut"):
         for path, label in (("", "reference"), ("fast_", "fast")):
@@ -256,6 +292,8 @@ def figures(record: dict) -> list[tuple[str, float, str]]:
     rows += [(f"demo series, {name}", sec, "s") for name, sec in series.get("seconds", {}).items()]
     if series:
         rows.append(("demo series, all notebooks", sum(series["seconds"].values()), "s"))
+        rows += [("demo series, stage-1 training", series.get("stage_1_seconds"), "s"),
+                 ("demo series, stage-1 training, physical limit", series.get("stage_1_floor_seconds"), "s")]
     return [(name, value, unit) for name, value, unit in rows if value is not None]
 
 
@@ -275,6 +313,10 @@ def print_summary(record: dict, baseline: dict | None = None) -> None:
         old = before.get(name)
         ratio = "" if not old or not value else f"{(old / value if unit == 's' else value / old):.2f}x"
         print(f"{name:<52}{'-' if old is None else f'{old:.2f}':>10}{value:>10.2f}  {unit:<10} {ratio}")
+    train = record["stages"].get("training", {})
+    if "stage_1_limit_patches_per_s" in train:
+        print(f"stage-1 training step: {train['stage_1'] / train['stage_1_limit_patches_per_s']:.0%} of the physical "
+              f"limit ({train['stage_1_flop_per_patch'] / 1e9:.2f} GFLOP per patch at {train['matmul_gflops']:.0f} GFLOP/s)")
     inf = record["stages"].get("inference", {})
     if "limit_megapixels_per_s" in inf:
         print(f"fast inference in auto tiles: {inf['1x1_fast_auto_tiles_megapixels_per_s'] / inf['limit_megapixels_per_s']:.0%}"

@@ -17,7 +17,11 @@ the median over ``--repeats`` timed steps after ``--warmup`` untimed ones:
   step with the stage-2 weights plus the adversarial term (discriminator frozen for it).
 
 The Gram share of the stage-1 step is given two ways: ``1 - t(no Gram) / t(stage 1)``
-and ``t(Gram fwd+bwd) / t(stage 1)``. Inputs are ``torch.rand`` (throughput does
+and ``t(Gram fwd+bwd) / t(stage 1)``. Each row also gives its floating-point work per patch,
+counted on one more untimed step by ``torch.utils.flop_counter.FlopCounterMode``
+(matrix products and convolutions, forward and backward: with the backbone frozen, its
+backward computes input gradients only), which bounds the step's rate at a device's
+matrix-product rate (``bench_all.py`` prints that limit). Inputs are ``torch.rand`` (throughput does
 not depend on content); on CUDA, forward and losses run under bfloat16 autocast as
 in training (``--no-amp`` to turn it off). The Gram backbone, weights and stage-2
 settings come from ``--profile`` (``demo``: offline VGG16; ``full``: VGG19, or
@@ -38,6 +42,7 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from isp_support.train import losses
 from isp_support.train.gram import gram_loss_for
@@ -69,15 +74,24 @@ def median_step(step: Callable[[], None], device: str, warmup: int, repeats: int
     return statistics.median(times)
 
 
+def flop_per_call(step: Callable[[], None]) -> int:
+    """Floating-point operations of one call of ``step`` (matrix products and convolutions, forward and
+    backward), as ``FlopCounterMode`` counts them."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
 def report(result: dict) -> None:
     """Print :func:`main`'s result as a table, then the Gram share of the stage-1 step."""
     print(f"device {result['device']} ({result['device_name']}), torch {result['torch']}, "
           f"{result['threads']} CPU threads, {'bf16 autocast' if result['amp'] else 'float32'}, "
           f"profile {result['profile']}, Gram backbone {result['gram_backbone']}, median of {result['repeats']} steps")
-    print(f"{'side':>5}{'batch':>7}  {'step':<18}{'ms/step':>10}{'patches/s':>11}")
+    print(f"{'side':>5}{'batch':>7}  {'step':<18}{'ms/step':>10}{'patches/s':>11}{'GFLOP/patch':>13}")
     for r in result["rows"]:
         rate = f"{r['patches_per_s']:>11.1f}" if r["patches_per_s"] is not None else f"{'-':>11}"
-        print(f"{r['side']:>5}{r['batch']:>7}  {r['step']:<18}{1e3 * r['seconds']:>10.1f}{rate}")
+        print(f"{r['side']:>5}{r['batch']:>7}  {r['step']:<18}{1e3 * r['seconds']:>10.1f}{rate}"
+              f"{r['flop_per_patch'] / 1e9:>13.3f}")
     print("Gram share of the stage-1 step, 1 - t(no Gram) / t(stage 1) and t(Gram fwd+bwd) / t(stage 1):")
     for s in result["gram_share"]:
         print(f"{s['side']:>5} px  {s['by_difference']:>5.0%}  {s['direct']:>5.0%}")
@@ -148,7 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
         seconds = {name: median_step(step, device, args.warmup, args.repeats) for name, step in steps.items()}
         for name, s in seconds.items():
             rows.append({"side": side, "batch": args.batch, "step": name, "seconds": s,
-                         "patches_per_s": args.batch / s if name != "Gram fwd+bwd" else None})
+                         "patches_per_s": args.batch / s if name != "Gram fwd+bwd" else None,
+                         "flop_per_patch": flop_per_call(steps[name]) / args.batch})
         shares.append({"side": side, "by_difference": 1 - seconds["stage 1, no Gram"] / seconds["stage 1"],
                        "direct": seconds["Gram fwd+bwd"] / seconds["stage 1"]})
 
