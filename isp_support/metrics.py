@@ -114,11 +114,12 @@ def column_quantiles(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     Each column is sorted by NumPy (its vectorised sort; the columns split over
     ``torch.get_num_threads()`` threads), then interpolated as ``torch.quantile`` does: ranks
     ``q * (N - 1)`` in float64, weights cast to the values' dtype, ``lerp`` between the neighbours.
-    Other devices and dtypes, NaN (which ``torch.quantile`` propagates) and an empty input go to
-    ``torch.quantile`` itself, which also checks ``q``.
+    Other devices and dtypes, a ``q`` of another dtype or device, NaN (which ``torch.quantile``
+    propagates) and an empty input go to ``torch.quantile`` itself, which also checks ``q``.
     """
     if (values.device.type != "cpu" or values.dtype != torch.float32 or values.dim() != 2 or q.dim() != 1
-            or values.shape[0] == 0 or bool(values.isnan().any()) or not bool(((q >= 0) & (q <= 1)).all())):
+            or q.dtype != values.dtype or q.device != values.device or values.shape[0] == 0
+            or bool(values.isnan().any()) or not bool(((q >= 0) & (q <= 1)).all())):
         return torch.quantile(values, q, dim=0)
     columns = values.T.contiguous().numpy()
     ordered = np.empty_like(columns)

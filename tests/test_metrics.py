@@ -73,6 +73,8 @@ def test_column_quantiles_hand_nan_and_bad_levels_to_torch_quantile():
     assert got[:, 2].isnan().all() and torch.equal(got[:, :2], torch.quantile(values, q, dim=0)[:, :2])
     with pytest.raises(RuntimeError, match="range"):
         column_quantiles(torch.rand(5, 2), torch.tensor([1.5]))
+    with pytest.raises(RuntimeError, match="same dtype"):
+        column_quantiles(torch.rand(5, 2), torch.tensor([0.5], dtype=torch.float64))
 
 
 def test_colour_distance_grows_with_a_colour_cast():
