@@ -154,10 +154,10 @@ TILE_SWEEP = (64, 96, 128, 160, 192, 256)
 """Tile sides the inference stage times the fast path at (``tiles.AUTO_TILE`` was chosen from this sweep)."""
 
 
-def matmul_gflops(device: str, n: int = 2048, repeats: int = 3) -> float:
-    """The device's float32 matrix-product rate (GFLOP/s, best of ``repeats`` ``n`` x ``n`` products):
-    what bounds the colour network's throughput."""
-    a, b = torch.rand(n, n, device=device), torch.rand(n, n, device=device)
+def matmul_gflops(device: str, n: int = 2048, repeats: int = 3, dtype: torch.dtype = torch.float32) -> float:
+    """The device's matrix-product rate in ``dtype`` (GFLOP/s, best of ``repeats`` ``n`` x ``n`` products):
+    what bounds the colour network's throughput (float32) and a training step's (its precision)."""
+    a, b = torch.rand(n, n, device=device, dtype=dtype), torch.rand(n, n, device=device, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):
@@ -197,15 +197,16 @@ def bench_inference(device: str, side: int, repeats: int) -> dict:
     return out
 
 
-def training_limit(rows: list[dict], gflops: float) -> dict:
-    """The stage-1 step's physical limit from ``bench_training`` rows: its FLOP per patch at ``gflops``,
-    and the measured step's share of it (printed)."""
+def training_limit(rows: list[dict], gflops: float, dtype: str = "float32") -> dict:
+    """The stage-1 step's physical limit from ``bench_training`` rows: its FLOP per patch at ``gflops`` (the
+    ``dtype`` matrix-product rate, the step's precision), and the measured step's share of it (printed)."""
     step = next(r for r in rows if r["step"] == "stage 1")
     gram = next(r for r in rows if r["step"] == "Gram fwd+bwd")
     out = {"stage_1_flop_per_patch": step["flop_per_patch"], "gram_flop_per_patch": gram["flop_per_patch"],
-           "matmul_gflops": gflops, "stage_1_limit_patches_per_s": gflops * 1e9 / step["flop_per_patch"]}
+           "matmul_gflops": gflops, "matmul_dtype": dtype,
+           "stage_1_limit_patches_per_s": gflops * 1e9 / step["flop_per_patch"]}
     print(f"stage-1 physical limit: {step['flop_per_patch'] / 1e9:.2f} GFLOP per patch (the Gram loss "
-          f"{gram['flop_per_patch'] / step['flop_per_patch']:.0%} of it) at {gflops:.0f} GFLOP/s = "
+          f"{gram['flop_per_patch'] / step['flop_per_patch']:.0%} of it) at {gflops:.0f} GFLOP/s ({dtype}) = "
           f"{out['stage_1_limit_patches_per_s']:.1f} patches/s; the step reaches "
           f"{step['patches_per_s'] / out['stage_1_limit_patches_per_s']:.0%} of it")
     return out
@@ -258,7 +259,9 @@ def run_stages(cfg, device: str, stages: dict, series_run_dir: Path | None) -> N
                                      "--batch", str(cfg.train.batch_size), "--warmup", "1", "--repeats", "3"])
         stages["training"] |= {r["step"].replace(" ", "_").replace(",", ""): r["patches_per_s"]
                                for r in train["rows"] if r["patches_per_s"]} | {"side": train["rows"][0]["side"]}
-        stages["training"] |= training_limit(train["rows"], matmul_gflops(device))
+        dtype = torch.bfloat16 if train["amp"] else torch.float32
+        stages["training"] |= {"precision": "bfloat16 autocast" if train["amp"] else "float32"}
+        stages["training"] |= training_limit(train["rows"], matmul_gflops(device, dtype=dtype), str(dtype)[6:])
     with stage("inference", device, stages):
         stages["inference"] |= bench_inference(device, cfg.evaluate.timing_side, 3)
     if series_run_dir is not None:
@@ -277,6 +280,7 @@ def figures(record: dict) -> list[tuple[str, float, str]]:
             ("matching, 80 images (FGW + patch OT)",
              s["matching"]["image_seconds"] + s["matching"]["patch_seconds"] if "matching" in s else None, "s"),
             ("training step, stage 1", s.get("training", {}).get("stage_1"), "patches/s"),
+            ("training step, stage 1, float32", s.get("training", {}).get("stage_1_float32"), "patches/s"),
             ("training step, stage 1, no Gram", s.get("training", {}).get("stage_1_no_Gram"), "patches/s"),
             ("training step, stage 1, physical limit", s.get("training", {}).get("stage_1_limit_patches_per_s"),
              "patches/s"),
@@ -316,7 +320,8 @@ def print_summary(record: dict, baseline: dict | None = None) -> None:
     train = record["stages"].get("training", {})
     if "stage_1_limit_patches_per_s" in train:
         print(f"stage-1 training step: {train['stage_1'] / train['stage_1_limit_patches_per_s']:.0%} of the physical "
-              f"limit ({train['stage_1_flop_per_patch'] / 1e9:.2f} GFLOP per patch at {train['matmul_gflops']:.0f} GFLOP/s)")
+              f"limit ({train['stage_1_flop_per_patch'] / 1e9:.2f} GFLOP per patch at {train['matmul_gflops']:.0f} GFLOP/s, "
+              f"{train.get('matmul_dtype', 'float32')})")
     inf = record["stages"].get("inference", {})
     if "limit_megapixels_per_s" in inf:
         print(f"fast inference in auto tiles: {inf['1x1_fast_auto_tiles_megapixels_per_s'] / inf['limit_megapixels_per_s']:.0%}"

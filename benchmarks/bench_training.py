@@ -22,9 +22,10 @@ counted on one more untimed step by ``torch.utils.flop_counter.FlopCounterMode``
 (matrix products and convolutions, forward and backward: with the backbone frozen, its
 backward computes input gradients only), which bounds the step's rate at a device's
 matrix-product rate (``bench_all.py`` prints that limit). Inputs are ``torch.rand`` (throughput does
-not depend on content); on CUDA, forward and losses run under bfloat16 autocast as
-in training (``--no-amp`` to turn it off). The Gram backbone, weights and stage-2
-settings come from ``--profile`` (``demo``: offline VGG16; ``full``: VGG19, or
+not depend on content). Where training runs its steps under bfloat16 autocast (CUDA, or a CPU
+that computes bfloat16 natively: :mod:`isp_support.train.precision`), so do these, and a
+**stage 1, float32** row times the stage-1 step without it (``--no-amp``: float32 only). The Gram
+backbone, weights and stage-2 settings come from ``--profile`` (``demo``: offline VGG16; ``full``: VGG19, or
 VGG16 with a loud note when its weights are missing).
 
     python benchmarks/bench_training.py --device cpu --sizes 48 96 --batch 8 --repeats 3
@@ -52,6 +53,7 @@ from isp_support.config_rules import resolve_device
 from isp_support.train.discriminators import UNetDiscriminator
 from isp_support.train.models import ColourNet
 from isp_support.train.objectives import AdversarialObjective, Objective, loss_weights
+from isp_support.train.precision import autocast, uses_bf16
 from isp_support.runs import device_description
 
 
@@ -105,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=24, help="patches per step")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before each measurement")
     parser.add_argument("--repeats", type=int, default=10, help="timed steps; the median is reported")
-    parser.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    parser.add_argument("--no-amp", action="store_true", help="float32 steps only, no bfloat16 autocast")
     parser.add_argument("--no-stage2", action="store_true", help="skip the stage-2 (discriminator) step")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", "--out", dest="json", metavar="PATH", help="also write the results to this JSON file")
@@ -118,7 +120,7 @@ def _generator_step(model, opt, x, y, objective, amp: bool) -> None:
 
 
 def _gram_step(gram, y_hat, y, amp: bool) -> None:
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+    with autocast(y_hat, amp):
         loss = gram(y_hat, y)
     loss.backward()
     y_hat.grad = None
@@ -137,6 +139,7 @@ def side_steps(side: int, cfg, gram, device: str, batch: int, amp: bool, stage2:
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     no_gram = stage1(dataclasses.replace(w1, gram=0.0))
     steps = {"stage 1": lambda: _generator_step(model, opt, x, y, stage1(w1), amp),
+             **({"stage 1, float32": lambda: _generator_step(model, opt, x, y, stage1(w1), False)} if amp else {}),
              "stage 1, no Gram": lambda: _generator_step(model, opt, x, y, no_gram, amp),
              "Gram fwd+bwd": lambda: _gram_step(gram, y_hat, y, amp)}
     if stage2:
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
 
     device = resolve_device(args.device)
-    amp = device.startswith("cuda") and not args.no_amp
+    amp = uses_bf16(device, not args.no_amp)
     cfg = load_config(args.profile, environ={})
     gram = gram_loss_for(cfg, device, scale=cfg.train.gram_scale, reduction=cfg.train.gram_reduction)
     rows, shares = [], []

@@ -239,7 +239,8 @@ class TrainConfig:
     ema: float | None = None
     """Decay of an exponential moving average of the weights, used for validation and export (``None``: off)."""
     amp: bool = True
-    """bfloat16 autocast on CUDA (ignored on the CPU)."""
+    """bfloat16 autocast of the training steps on CUDA and on a CPU that computes bfloat16 natively (AVX512-BF16
+    or AMX; elsewhere float32): :mod:`isp_support.train.precision`. Validation is always float32."""
     workers: int = 0
     """DataLoader worker processes."""
     samples: int = 6

@@ -69,6 +69,26 @@ def test_training_limit_is_the_counted_work_at_the_matrix_product_rate(capsys):
     assert "the Gram loss 75% of it" in printed and "reaches 60% of it" in printed
 
 
+def test_the_training_limit_names_the_precision_of_its_rate(capsys):
+    rows = [{"step": "stage 1", "patches_per_s": 30.0, "flop_per_patch": 4e9},
+            {"step": "Gram fwd+bwd", "patches_per_s": None, "flop_per_patch": 3e9}]
+    out = bench_all.training_limit(rows, 400.0, "bfloat16")
+    assert out["matmul_dtype"] == "bfloat16" and out["stage_1_limit_patches_per_s"] == pytest.approx(100.0)
+    assert "400 GFLOP/s (bfloat16)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_a_bf16_bench_also_times_the_float32_stage_1_step(amp):
+    from isp_support.config import load_config
+
+    cfg = load_config("tiny", environ={}, overrides={"train.gram": 0.0})
+    steps = bench_training.side_steps(8, cfg, None, "cpu", 2, amp, stage2=False)
+    assert ("stage 1, float32" in steps) is amp
+    for step in steps.values():
+        if step is not steps["Gram fwd+bwd"]:
+            step()
+
+
 def test_flop_per_call_counts_matrix_products_forward_and_backward():
     a = torch.rand(8, 16, requires_grad=True)
     b = torch.rand(16, 4)

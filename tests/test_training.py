@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from isp_support.train import TrainingError, checkpoint, losses, objectives, pairs, validate
+from isp_support.train import TrainingError, checkpoint, losses, objectives, pairs, precision, validate
 from isp_support.train.gram import gram_loss_for
 from isp_support.train import loop
 from isp_support.config import PreprocessConfig, load_config
@@ -355,3 +355,16 @@ def test_train_step_is_forward_loss_backward_and_one_optimiser_step():
     nan = objectives.Objective(lambda y_hat, t: (y_hat.sum() * float("nan"), {}))
     assert loop.train_step(package, torch.optim.AdamW(package.parameters(), lr=1e-3), x, y, nan) is None
     assert all(torch.equal(a, b) for a, b in zip(before, package.parameters()))
+
+
+def test_the_steps_precision_is_logged_and_a_run_of_the_other_precision_is_not_loaded(tiny_dataset, run, monkeypatch):
+    cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 1})
+    lines = []
+    first = loop.train(cfg, run, name="precision", progress=False, log=lines.append)
+    used = precision.precision("cpu", cfg.train.amp)
+    assert first.settings["precision"] == used and any(f"training steps in {used}" in line for line in lines)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: used == "float32")  # the other arithmetic
+    with pytest.raises(TrainingError, match="other settings"):
+        loop.train(cfg, run, name="precision", progress=False, log=quiet)
+    assert loop.train(cfg.replace(**{"train.amp": False}), run, name="fp32", progress=False,
+                      log=quiet).settings["precision"] == "float32"

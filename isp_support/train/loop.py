@@ -2,24 +2,22 @@
 
 :func:`train` runs either stage for one pairing mode into ``RUN_DIR/train/<name>/``:
 
-* **Pairs** (:mod:`isp_support.train.pairs`): every training patch once per epoch, in a
-  seeded order, each with one target drawn from the pair graph of notebook 03 (or its
-  ``train/gt`` rendering for ``paired``); validation scenes are never trained on.
-* **Objective** (:mod:`isp_support.train.objectives`): stage 1 the paper's eq. 13 without
-  the adversarial term; stage 2 starts from the stage-1 checkpoint, adds ``adv * L_adv``
-  from a discriminator trained with the hinge loss and lowers the moment and TV weights.
-  :func:`train_step` is one optimiser step of either.
-* **Validation and the kept epoch** (:mod:`isp_support.train.validate`) after every epoch
-  and before the first (epoch 0: the starting network). Early stopping counts epochs
-  without a better kept epoch. Every epoch's evaluated weights are kept
-  (``epochs/epoch_<e>.pt``, :func:`isp_support.train.checkpoint.epoch_models`) so that
-  notebooks can score each against ground truth, for scoring only.
-* **Robustness.** A step whose loss is not finite is skipped (no update) and
-  counted. After every epoch a full checkpoint (weights, optimiser, schedule,
-  EMA, discriminator, history) is written atomically; a killed run resumes from
-  the last one and ends with the same weights as an uninterrupted run. A
-  finished run (``result.json``) with the same settings is loaded instead of
-  retrained unless ``retrain=True``.
+* **Pairs** (:mod:`isp_support.train.pairs`): every training patch once per epoch, in a seeded order, each
+  with one target drawn from the pair graph of notebook 03 (or its ``train/gt`` rendering for ``paired``);
+  validation scenes are never trained on.
+* **Objective** (:mod:`isp_support.train.objectives`): stage 1 the paper's eq. 13 without the adversarial
+  term; stage 2 starts from the stage-1 checkpoint, adds ``adv * L_adv`` from a discriminator trained with
+  the hinge loss and lowers the moment and TV weights. :func:`train_step` is one optimiser step of either.
+* **Validation and the kept epoch** (:mod:`isp_support.train.validate`) after every epoch and before the
+  first (epoch 0: the starting network). Early stopping counts epochs without a better kept epoch. Every
+  epoch's evaluated weights are kept (``epochs/epoch_<e>.pt``, :func:`isp_support.train.checkpoint.epoch_models`)
+  so that notebooks can score each against ground truth, for scoring only.
+* **Arithmetic** (:mod:`isp_support.train.precision`): bfloat16 autocast of the steps where the device
+  computes it natively and ``TrainConfig.amp`` is on, else float32; validation is float32.
+* **Robustness.** A step whose loss is not finite is skipped (no update) and counted. After every epoch
+  a full checkpoint (weights, optimiser, schedule, EMA, discriminator, history) is written atomically; a
+  killed run resumes from the last one and ends with the same weights as an uninterrupted run. A finished
+  run (``result.json``) with the same settings is loaded instead of retrained unless ``retrain=True``.
 """
 
 from __future__ import annotations
@@ -47,6 +45,7 @@ from .gram import gram_loss_for
 from .models import ColourNet, count_parameters
 from .objectives import AdversarialObjective, Loss, Objective, discriminator, generator_loss, loss_weights
 from .pairs import PairSource, epoch_loader, pair_source
+from .precision import autocast, precision, uses_bf16
 from .validate import FIGURES, HELD_OUT_GRAM_CACHE_BYTES, Validator, checkpoint_rule, choice_notes, kept_epoch
 from ..artifacts import atomic_write_bytes, atomic_write_json, sha256_file
 from ..config import Config, TrainConfig
@@ -54,8 +53,7 @@ from ..runs import RunLayout, run_name
 
 __all__ = ["TrainResult", "sample_path", "train", "train_step"]
 
-RESULT = "result.json"
-BEST = "best.pt"
+RESULT, BEST = "result.json", "best.pt"
 KEEP_CHECKPOINTS = 2
 
 
@@ -98,10 +96,10 @@ class TrainResult:
                 "notes": self.notes}
 
 
-def _settings(cfg: Config, stage: int, src: PairSource, init: Path | None) -> dict[str, Any]:
+def _settings(cfg: Config, stage: int, src: PairSource, init: Path | None, device: str) -> dict[str, Any]:
     return {"stage": stage, "seed": cfg.seed, "train": dataclasses.asdict(cfg.train),
-            "stage2": dataclasses.asdict(cfg.stage2) if stage == 2 else None,
-            "style_backbone": cfg.embed.style_backbone, "data": src.fingerprint(),
+            "stage2": dataclasses.asdict(cfg.stage2) if stage == 2 else None, "data": src.fingerprint(),
+            "style_backbone": cfg.embed.style_backbone, "precision": precision(device, cfg.train.amp),
             "init_sha256": sha256_file(init) if init else None}
 
 
@@ -127,15 +125,16 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tens
                ema: AveragedModel | None = None) -> dict[str, torch.Tensor] | None:
     """One training step on the batch ``(x, y)``: predict, ``objective.critic_step`` (stage 2: one discriminator
     update), the objective, and when it is finite, backward, ``opt.step()``, then the schedule's and the EMA's steps.
+    ``amp``: the forward passes and losses under bfloat16 autocast (:mod:`~isp_support.train.precision`).
 
     Returns the objective's detached terms, or ``None`` for a skipped step (a non-finite loss: no update).
     """
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+    with autocast(x, amp):
         y_hat = model(x)
     critic_terms = objective.critic_step(y, y_hat.detach(), amp)
     if critic_terms is None:
         return None
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+    with autocast(x, amp):
         total, terms = objective(y_hat, y, critic_terms)
     if not torch.isfinite(total):
         return None
@@ -203,7 +202,7 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
     name = name or run_name(stage, src.pairing, cfg)
     folder = RunLayout(run_dir).training(name)
     init = _start_weights(cfg, run_dir, stage, src.pairing, init)
-    settings = _settings(cfg, stage, src, init)
+    settings = _settings(cfg, stage, src, init, device)
     if retrain and folder.exists():
         shutil.rmtree(folder)
     if (folder / RESULT).is_file():
@@ -293,8 +292,9 @@ def _set_up(cfg: Config, stage: int, src: PairSource, name: str, folder: Path, i
     validator = Validator.for_source(src, cfg, device, loss=lambda p, y: generator_loss(
         p, y, held_weights, held_gram, src.pairing, tc.paired_loss)[0])
     loss = partial(generator_loss, weights=weights, gram=gram, pairing=src.pairing, paired_loss=tc.paired_loss)
+    log(f"[train] {name}: training steps in {settings['precision']} (TrainConfig.amp={tc.amp}; validation in float32)")
     return _Run(cfg, stage, src, name, folder, init, settings, rule, device, model, model_args, epochs, opt, sched,
-                ema, objective(loss), validator, tc.amp and device.startswith("cuda"))
+                ema, objective(loss), validator, uses_bf16(device, tc.amp))
 
 
 def _resume(run: _Run, log: Callable[[str], None]) -> None:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from . import TrainingError, losses
 from .discriminators import Discriminator, ExpertCommittee, UNetDiscriminator
+from .precision import autocast
 from ..config import Config, Stage2Config
 
 __all__ = ["AdversarialObjective", "Objective", "discriminator", "generator_loss", "loss_weights"]
@@ -102,7 +103,7 @@ class AdversarialObjective(Objective):
     def critic_step(self, real: torch.Tensor, fake: torch.Tensor, amp: bool) -> dict[str, torch.Tensor] | None:
         """One hinge update of the discriminator on target-domain patches vs predictions; ``None`` if non-finite."""
         self.disc.train()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        with autocast(real, amp):
             d_loss, parts = self.disc.d_loss(real, fake)
         d_loss = d_loss.float()
         if not torch.isfinite(d_loss):
