@@ -6,13 +6,14 @@ Stages, each on synthetic input of the demo profile's sizes (throughput does not
 * **embedding**: the semantic backbone's patch and image descriptors, patches/s and images/s;
 * **matching**: image-level FGW and patch-level OT for a demo-sized problem (``bench_matching.py``);
 * **training**: one stage-1 and one stage-2 step (``bench_training.py``), patches/s, and the stage-1
-  step's physical limit (its counted FLOP per patch at the measured float32 matrix-product rate);
+  step's limit at the measured matrix-product rate in the step's arithmetic (its counted FLOP per patch
+  at that rate). It is a yardstick, not the hardware's peak: the float32 step has run faster than it;
 * **inference**: the colour network over a 1-megapixel image, megapixels/s: the reference path and the
   fast one (``evaluate.fused``), in one pass and in tiles, the fast path at several tile sides, and the
-  physical limit (FLOP per pixel at the measured float32 matrix-product rate);
+  limit at the measured float32 matrix-product rate (FLOP per pixel at that rate);
 * **demo series**: ``isp-support run-series --profile demo`` into a fresh run folder, seconds per
   notebook and in total (``--skip-series`` to leave it out; it takes about 25 minutes on 2 CPU cores),
-  and its stage-1 training at the physical limit: the patch-steps its stage-1 runs took (their
+  and its stage-1 training at the step's limit: the patch-steps its stage-1 runs took (their
   ``result.json``) times the step's FLOP per patch, at the matrix-product rate.
 
 Peak memory of each stage: the process's resident set (sampled), and on CUDA also
@@ -172,7 +173,7 @@ def matmul_gflops(device: str, n: int = 2048, repeats: int = 3, dtype: torch.dty
 def bench_inference(device: str, side: int, repeats: int) -> dict:
     """The colour network over a ``side`` x ``side`` image: the reference path in one pass and in ``"auto"``
     tiles, the fast path (``evaluate.fused``) in one pass, in ``"auto"`` tiles and at every tile of
-    :data:`TILE_SWEEP`; the physical limit (FLOP per pixel at the device's matrix-product rate)."""
+    :data:`TILE_SWEEP`; the limit at the device's float32 matrix-product rate (FLOP per pixel at it)."""
     tile = tiles.network_tile("auto", device)
     out = {"side": side, "auto_tile": tile}
     for head in ("1x1", "lut"):
@@ -191,21 +192,21 @@ def bench_inference(device: str, side: int, repeats: int) -> dict:
     gflops = matmul_gflops(device)
     out |= {"flop_per_pixel": flop_per_pixel, "matmul_gflops": gflops,
             "limit_megapixels_per_s": gflops * 1e3 / flop_per_pixel}
-    print(f"physical limit: {flop_per_pixel:,} FLOP per pixel at {gflops:.0f} GFLOP/s (float32 matrix product) = "
+    print(f"limit at the matrix-product rate: {flop_per_pixel:,} FLOP per pixel at {gflops:.0f} GFLOP/s (float32 matrix product) = "
           f"{out['limit_megapixels_per_s']:.1f} MP/s; the fast path in auto tiles reaches "
           f"{out['1x1_fast_auto_tiles_megapixels_per_s'] / out['limit_megapixels_per_s']:.0%} of it")
     return out
 
 
 def training_limit(rows: list[dict], gflops: float, dtype: str = "float32") -> dict:
-    """The stage-1 step's physical limit from ``bench_training`` rows: its FLOP per patch at ``gflops`` (the
+    """The stage-1 step's limit at the matrix-product rate from ``bench_training`` rows: its FLOP per patch at ``gflops`` (the
     ``dtype`` matrix-product rate, the step's precision), and the measured step's share of it (printed)."""
     step = next(r for r in rows if r["step"] == "stage 1")
     gram = next(r for r in rows if r["step"] == "Gram fwd+bwd")
     out = {"stage_1_flop_per_patch": step["flop_per_patch"], "gram_flop_per_patch": gram["flop_per_patch"],
            "matmul_gflops": gflops, "matmul_dtype": dtype,
            "stage_1_limit_patches_per_s": gflops * 1e9 / step["flop_per_patch"]}
-    print(f"stage-1 physical limit: {step['flop_per_patch'] / 1e9:.2f} GFLOP per patch (the Gram loss "
+    print(f"stage-1 limit at the matrix-product rate: {step['flop_per_patch'] / 1e9:.2f} GFLOP per patch (the Gram loss "
           f"{gram['flop_per_patch'] / step['flop_per_patch']:.0%} of it) at {gflops:.0f} GFLOP/s ({dtype}) = "
           f"{out['stage_1_limit_patches_per_s']:.1f} patches/s; the step reaches "
           f"{step['patches_per_s'] / out['stage_1_limit_patches_per_s']:.0%} of it")
@@ -214,7 +215,7 @@ def training_limit(rows: list[dict], gflops: float, dtype: str = "float32") -> d
 
 def training_floor(run_dir: Path, training: dict) -> dict:
     """The stage-1 runs of a finished series (``RUN_DIR/train/*/result.json``): their patch-steps, their
-    seconds (validation included) and the seconds those steps take at ``training``'s physical limit (printed)."""
+    seconds (validation included) and the seconds those steps take at ``training``'s limit (printed)."""
     runs = [json.loads(p.read_text()) for p in sorted(Path(run_dir).glob("train/*/result.json"))]
     epochs = [h for r in runs if r["settings"]["stage"] == 1 for h in r["history"] if h["epoch"] > 0]
     steps = sum(round(h["patches_per_second"] * h["seconds"]) for h in epochs)
@@ -222,7 +223,7 @@ def training_floor(run_dir: Path, training: dict) -> dict:
            "stage_1_seconds": sum(h["seconds"] for h in epochs),
            "stage_1_floor_seconds": steps * training["stage_1_flop_per_patch"] / (training["matmul_gflops"] * 1e9)}
     print(f"stage-1 training in the series: {out['stage_1_runs']} runs, {steps:,} patch-steps in "
-          f"{out['stage_1_seconds']:.0f} s (validation included); at the physical limit "
+          f"{out['stage_1_seconds']:.0f} s (validation included); at that limit "
           f"{out['stage_1_floor_seconds']:.0f} s")
     return out
 
@@ -281,8 +282,9 @@ def figures(record: dict) -> list[tuple[str, float, str]]:
              s["matching"]["image_seconds"] + s["matching"]["patch_seconds"] if "matching" in s else None, "s"),
             ("training step, stage 1", s.get("training", {}).get("stage_1"), "patches/s"),
             ("training step, stage 1, float32", s.get("training", {}).get("stage_1_float32"), "patches/s"),
+            ("training step, stage 1, bfloat16", s.get("training", {}).get("stage_1_bfloat16"), "patches/s"),
             ("training step, stage 1, no Gram", s.get("training", {}).get("stage_1_no_Gram"), "patches/s"),
-            ("training step, stage 1, physical limit", s.get("training", {}).get("stage_1_limit_patches_per_s"),
+            ("training step, stage 1, at the matmul rate", s.get("training", {}).get("stage_1_limit_patches_per_s"),
              "patches/s"),
             ("training step, stage 2", s.get("training", {}).get("stage_2"), "patches/s")]
     for head in ("1x1", "lut"):
@@ -291,13 +293,13 @@ def figures(record: dict) -> list[tuple[str, float, str]]:
                       "MP/s"),
                      (f"inference, {head} head, {label}, auto tiles", inf.get(f"{head}_{path}auto_tiles_megapixels_per_s"),
                       "MP/s")]
-    rows.append(("inference, physical limit", inf.get("limit_megapixels_per_s"), "MP/s"))
+    rows.append(("inference, at the matmul rate", inf.get("limit_megapixels_per_s"), "MP/s"))
     series = s.get("demo series", {})
     rows += [(f"demo series, {name}", sec, "s") for name, sec in series.get("seconds", {}).items()]
     if series:
         rows.append(("demo series, all notebooks", sum(series["seconds"].values()), "s"))
         rows += [("demo series, stage-1 training", series.get("stage_1_seconds"), "s"),
-                 ("demo series, stage-1 training, physical limit", series.get("stage_1_floor_seconds"), "s")]
+                 ("demo series, stage-1 training, at the matmul rate", series.get("stage_1_floor_seconds"), "s")]
     return [(name, value, unit) for name, value, unit in rows if value is not None]
 
 
@@ -319,13 +321,13 @@ def print_summary(record: dict, baseline: dict | None = None) -> None:
         print(f"{name:<52}{'-' if old is None else f'{old:.2f}':>10}{value:>10.2f}  {unit:<10} {ratio}")
     train = record["stages"].get("training", {})
     if "stage_1_limit_patches_per_s" in train:
-        print(f"stage-1 training step: {train['stage_1'] / train['stage_1_limit_patches_per_s']:.0%} of the physical "
-              f"limit ({train['stage_1_flop_per_patch'] / 1e9:.2f} GFLOP per patch at {train['matmul_gflops']:.0f} GFLOP/s, "
-              f"{train.get('matmul_dtype', 'float32')})")
+        print(f"stage-1 training step: {train['stage_1'] / train['stage_1_limit_patches_per_s']:.0%} of the limit at the "
+              f"matrix-product rate ({train['stage_1_flop_per_patch'] / 1e9:.2f} GFLOP per patch at "
+              f"{train['matmul_gflops']:.0f} GFLOP/s, {train.get('matmul_dtype', 'float32')})")
     inf = record["stages"].get("inference", {})
     if "limit_megapixels_per_s" in inf:
         print(f"fast inference in auto tiles: {inf['1x1_fast_auto_tiles_megapixels_per_s'] / inf['limit_megapixels_per_s']:.0%}"
-              f" of the physical limit ({inf['flop_per_pixel']:,} FLOP per pixel at {inf['matmul_gflops']:.0f} GFLOP/s)")
+              f" of the limit at the matrix-product rate ({inf['flop_per_pixel']:,} FLOP per pixel at {inf['matmul_gflops']:.0f} GFLOP/s)")
     print("peak process RSS (MiB): " + ", ".join(f"{k} {v['peak_rss_mib']:.0f}" for k, v in record["stages"].items()))
     if device.startswith("cuda"):
         print("peak GPU memory allocated (MiB): " + ", ".join(f"{k} {v['peak_gpu_mib']:.0f}"

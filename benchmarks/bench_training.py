@@ -20,13 +20,15 @@ The Gram share of the stage-1 step is given two ways: ``1 - t(no Gram) / t(stage
 and ``t(Gram fwd+bwd) / t(stage 1)``. Each row also gives its floating-point work per patch,
 counted on one more untimed step by ``torch.utils.flop_counter.FlopCounterMode``
 (matrix products and convolutions, forward and backward: with the backbone frozen, its
-backward computes input gradients only), which bounds the step's rate at a device's
-matrix-product rate (``bench_all.py`` prints that limit). Inputs are ``torch.rand`` (throughput does
-not depend on content). Where training runs its steps under bfloat16 autocast (CUDA, or a CPU
-that computes bfloat16 natively: :mod:`isp_support.train.precision`), so do these, and a
-**stage 1, float32** row times the stage-1 step without it (``--no-amp``: float32 only). The Gram
-backbone, weights and stage-2 settings come from ``--profile`` (``demo``: offline VGG16; ``full``: VGG19, or
-VGG16 with a loud note when its weights are missing).
+backward computes input gradients only); at a device's measured matrix-product rate it gives a
+yardstick for the step's rate (``bench_all.py`` prints it), not a bound: oneDNN's convolutions can
+run faster than the product measured. Inputs are ``torch.rand`` (throughput does
+not depend on content). The steps compute as training does (:mod:`isp_support.train.precision`:
+bfloat16 autocast on CUDA; float32 on the CPU unless the profile sets ``TrainConfig.cpu_amp``), and where
+the device has both, a **stage 1, float32** or **stage 1, bfloat16** row times the stage-1 step in the
+other arithmetic (``--no-amp``: float32 only, no such row). The Gram backbone, weights and stage-2
+settings come from ``--profile`` (``demo``: offline VGG16; ``full``: VGG19, or VGG16 with a loud note when
+its weights are missing).
 
     python benchmarks/bench_training.py --device cpu --sizes 48 96 --batch 8 --repeats 3
     python benchmarks/bench_training.py --device cuda --sizes 48 96 256 --json bench.json
@@ -107,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=24, help="patches per step")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before each measurement")
     parser.add_argument("--repeats", type=int, default=10, help="timed steps; the median is reported")
-    parser.add_argument("--no-amp", action="store_true", help="float32 steps only, no bfloat16 autocast")
+    parser.add_argument("--no-amp", action="store_true", help="float32 steps only, no bfloat16 row")
     parser.add_argument("--no-stage2", action="store_true", help="skip the stage-2 (discriminator) step")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", "--out", dest="json", metavar="PATH", help="also write the results to this JSON file")
@@ -126,9 +128,10 @@ def _gram_step(gram, y_hat, y, amp: bool) -> None:
     y_hat.grad = None
 
 
-def side_steps(side: int, cfg, gram, device: str, batch: int, amp: bool, stage2: bool) -> dict[str, Callable[[], None]]:
+def side_steps(side: int, cfg, gram, device: str, batch: int, amp: bool, stage2: bool,
+               other: bool = False) -> dict[str, Callable[[], None]]:
     """The timed steps at patch side ``side`` (see the module docstring), on fresh random inputs and networks
-    drawn after ``torch.manual_seed(0)``."""
+    drawn after ``torch.manual_seed(0)``; with ``other``, also the stage-1 step in the other arithmetic."""
     tc, s2 = cfg.train, cfg.stage2
     w1, w2 = loss_weights(cfg, 1, "ot"), loss_weights(cfg, 2, "ot")
     stage1 = lambda weights: Objective(partial(losses.stage1_loss, weights=weights, gram=gram))  # noqa: E731
@@ -139,7 +142,8 @@ def side_steps(side: int, cfg, gram, device: str, batch: int, amp: bool, stage2:
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     no_gram = stage1(dataclasses.replace(w1, gram=0.0))
     steps = {"stage 1": lambda: _generator_step(model, opt, x, y, stage1(w1), amp),
-             **({"stage 1, float32": lambda: _generator_step(model, opt, x, y, stage1(w1), False)} if amp else {}),
+             **({f"stage 1, {'float32' if amp else 'bfloat16'}":
+                 lambda: _generator_step(model, opt, x, y, stage1(w1), not amp)} if other else {}),
              "stage 1, no Gram": lambda: _generator_step(model, opt, x, y, no_gram, amp),
              "Gram fwd+bwd": lambda: _gram_step(gram, y_hat, y, amp)}
     if stage2:
@@ -156,12 +160,13 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
 
     device = resolve_device(args.device)
-    amp = uses_bf16(device, not args.no_amp)
     cfg = load_config(args.profile, environ={})
+    amp = uses_bf16(device, not args.no_amp, cfg.train.cpu_amp)
+    other = not args.no_amp and (amp or uses_bf16(device, True, cpu_amp=True))
     gram = gram_loss_for(cfg, device, scale=cfg.train.gram_scale, reduction=cfg.train.gram_reduction)
     rows, shares = [], []
     for side in args.sizes:
-        steps = side_steps(side, cfg, gram, device, args.batch, amp, not args.no_stage2)
+        steps = side_steps(side, cfg, gram, device, args.batch, amp, not args.no_stage2, other)
         seconds = {name: median_step(step, device, args.warmup, args.repeats) for name, step in steps.items()}
         for name, s in seconds.items():
             rows.append({"side": side, "batch": args.batch, "step": name, "seconds": s,

@@ -218,20 +218,18 @@ class TrainConfig:
     """Multiplier of the Gram term; ``None``: the backbone's input-scale correction (1 for VGG19)."""
     crop: int | None = None
     """Side of random training crops (RGB pixels); ``None``: whole patches."""
-    val_fraction: float = 0.2
-    """Share of source scenes held out for validation (never trained on)."""
+    val_fraction: float = 0.2  # share of source scenes held out for validation (never trained on)
     val_max_patches: int = 512
     target_ref_patches: int = 1024
     """Target-domain patches whose pixels form the reference colour distribution."""
     min_structure: float = 0.9
     """An epoch is admissible for checkpoint choice only if its structure fidelity is at least this."""
     checkpoint_rule: str = "auto"
-    """Validation figure whose lowest admissible value picks the kept epoch (the starting network, epoch 0,
-    is always a candidate): ``pseudo_loss`` (the stage-1 loss of the held-out patches against pseudo-targets
-    drawn once from the pair graph; no ground truth), ``paired_loss`` (``pairing="paired"`` only: its own
-    objective against the held-out patches' ``train/gt``), ``colour_distance`` (distance of the pooled
-    predictions to the target domain; it rewards collapse onto the average target colour) or ``auto``:
-    ``paired_loss`` for ``paired``, else ``pseudo_loss``."""
+    """Validation figure whose lowest admissible value picks the kept epoch (the starting network, epoch 0, is always a
+    candidate): ``pseudo_loss`` (the stage-1 loss of the held-out patches against pseudo-targets drawn once from the
+    pair graph; no ground truth), ``paired_loss`` (``pairing="paired"`` only: its own objective against the held-out
+    patches' ``train/gt``), ``colour_distance`` (distance of the pooled predictions to the target domain; it rewards
+    collapse onto the average target colour) or ``auto``: ``paired_loss`` for ``paired``, else ``pseudo_loss``."""
     patience: int | None = None
     """Stop after this many epochs without a better admissible checkpoint (``None``: never)."""
     schedule: str = "none"
@@ -239,8 +237,10 @@ class TrainConfig:
     ema: float | None = None
     """Decay of an exponential moving average of the weights, used for validation and export (``None``: off)."""
     amp: bool = True
-    """bfloat16 autocast of the training steps on CUDA and on a CPU that computes bfloat16 natively (AVX512-BF16
-    or AMX; elsewhere float32): :mod:`isp_support.train.precision`. Validation is always float32."""
+    """bfloat16 autocast of the training steps on CUDA (:mod:`isp_support.train.precision`); validation is float32."""
+    cpu_amp: bool = False
+    """The same on a CPU with native bfloat16 (AVX512-BF16, AMX; else float32): stage-1 steps 1.3x faster on 2 EPYC
+    cores, but the demo's ablation figures moved beyond one seed's spread (docs/measurements.md): off by default."""
     workers: int = 0
     """DataLoader worker processes."""
     samples: int = 6

@@ -1,4 +1,4 @@
-"""benchmarks/bench_all.py's summary: figures, the before/after table, the baseline and the physical limits."""
+"""benchmarks/bench_all.py's summary: figures, the before/after table, the baseline and the limits at the matrix-product rate."""
 
 import json
 import sys
@@ -30,10 +30,10 @@ def test_figures_list_the_rates_the_limits_and_the_series_total():
     rows = {name: (value, unit) for name, value, unit in
             bench_all.figures(record(limit=41.0, series={"01_preprocess": 20.0, "02_stitch": 10.0}))}
     assert rows["training step, stage 1"] == (40.0, "patches/s")
-    assert rows["training step, stage 1, physical limit"] == (41.0, "patches/s")
-    assert rows["inference, physical limit"] == (14.0, "MP/s")
+    assert rows["training step, stage 1, at the matmul rate"] == (41.0, "patches/s")
+    assert rows["inference, at the matmul rate"] == (14.0, "MP/s")
     assert rows["demo series, all notebooks"] == (30.0, "s")
-    assert "training step, stage 1, physical limit" not in {n for n, _, _ in bench_all.figures(record())}
+    assert "training step, stage 1, at the matmul rate" not in {n for n, _, _ in bench_all.figures(record())}
 
 
 def test_the_summary_puts_the_baseline_beside_with_speed_ups(capsys):
@@ -44,8 +44,8 @@ def test_the_summary_puts_the_baseline_beside_with_speed_ups(capsys):
     assert line.split()[-4:] == ["20.00", "40.00", "patches/s", "2.00x"]
     line = next(x for x in out.splitlines() if x.startswith("demo series, 06_evaluate"))
     assert line.split()[-2:] == ["s", "3.00x"]  # a time: before / after
-    assert "stage-1 training step: 80% of the physical limit" in out
-    assert "fast inference in auto tiles: 50% of the physical limit" in out
+    assert "stage-1 training step: 80% of the limit" in out
+    assert "fast inference in auto tiles: 50% of the limit at the matrix-product rate" in out
 
 
 def test_load_baseline_takes_the_series_from_a_run_folder(tmp_path):
@@ -77,15 +77,16 @@ def test_the_training_limit_names_the_precision_of_its_rate(capsys):
     assert "400 GFLOP/s (bfloat16)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("amp", [True, False])
-def test_a_bf16_bench_also_times_the_float32_stage_1_step(amp):
+@pytest.mark.parametrize("amp, other, extra", [(True, True, "stage 1, float32"), (False, True, "stage 1, bfloat16"),
+                                               (False, False, None)])
+def test_the_bench_times_the_stage_1_step_in_the_other_arithmetic_when_asked(amp, other, extra):
     from isp_support.config import load_config
 
     cfg = load_config("tiny", environ={}, overrides={"train.gram": 0.0})
-    steps = bench_training.side_steps(8, cfg, None, "cpu", 2, amp, stage2=False)
-    assert ("stage 1, float32" in steps) is amp
-    for step in steps.values():
-        if step is not steps["Gram fwd+bwd"]:
+    steps = bench_training.side_steps(8, cfg, None, "cpu", 2, amp, stage2=False, other=other)
+    assert [k for k in steps if k.startswith("stage 1, ") and k != "stage 1, no Gram"] == ([extra] if extra else [])
+    for name, step in steps.items():
+        if name != "Gram fwd+bwd":
             step()
 
 

@@ -13,12 +13,14 @@ from isp_support.train.models import ColourNet
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_bf16_is_used_on_cuda_and_on_cpus_that_compute_it_natively(monkeypatch, native):
+def test_bf16_is_used_on_cuda_and_on_request_on_cpus_that_compute_it_natively(monkeypatch, native):
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
-    assert precision.uses_bf16("cpu", True) is native
     assert precision.uses_bf16("cuda:0", True) and precision.uses_bf16(torch.device("cuda"), True)
-    assert not precision.uses_bf16("cpu", False) and not precision.uses_bf16("cuda", False)
-    assert precision.precision("cpu", True) == ("bfloat16 autocast" if native else "float32")
+    assert not precision.uses_bf16("cuda", False) and not precision.uses_bf16("cuda", False, cpu_amp=True)
+    assert not precision.uses_bf16("cpu", True)                          # amp alone is CUDA's
+    assert precision.uses_bf16("cpu", False, cpu_amp=True) is native     # cpu_amp only where native
+    assert precision.precision("cpu", True, True) == ("bfloat16 autocast" if native else "float32")
+    assert precision.precision("cpu", True) == "float32"
 
 
 def test_native_bf16_follows_the_cpu_capability_checks(monkeypatch):

@@ -358,13 +358,14 @@ def test_train_step_is_forward_loss_backward_and_one_optimiser_step():
 
 
 def test_the_steps_precision_is_logged_and_a_run_of_the_other_precision_is_not_loaded(tiny_dataset, run, monkeypatch):
-    cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 1})
+    cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 1, "train.cpu_amp": True})
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     lines = []
     first = loop.train(cfg, run, name="precision", progress=False, log=lines.append)
-    used = precision.precision("cpu", cfg.train.amp)
-    assert first.settings["precision"] == used and any(f"training steps in {used}" in line for line in lines)
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: used == "float32")  # the other arithmetic
+    assert first.settings["precision"] == "bfloat16 autocast"
+    assert any("training steps in bfloat16 autocast" in line for line in lines)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)  # the same settings on another CPU
     with pytest.raises(TrainingError, match="other settings"):
         loop.train(cfg, run, name="precision", progress=False, log=quiet)
-    assert loop.train(cfg.replace(**{"train.amp": False}), run, name="fp32", progress=False,
-                      log=quiet).settings["precision"] == "float32"
+    default = cfg_for(tiny_dataset, run, **{"train.epochs": 1})
+    assert loop.train(default, run, name="fp32", progress=False, log=quiet).settings["precision"] == "float32"

@@ -12,8 +12,8 @@
   first (epoch 0: the starting network). Early stopping counts epochs without a better kept epoch. Every
   epoch's evaluated weights are kept (``epochs/epoch_<e>.pt``, :func:`isp_support.train.checkpoint.epoch_models`)
   so that notebooks can score each against ground truth, for scoring only.
-* **Arithmetic** (:mod:`isp_support.train.precision`): bfloat16 autocast of the steps where the device
-  computes it natively and ``TrainConfig.amp`` is on, else float32; validation is float32.
+* **Arithmetic** (:mod:`isp_support.train.precision`): bfloat16 autocast of the steps on CUDA
+  (``TrainConfig.amp``) and on request on a CPU that computes it natively (``cpu_amp``); validation is float32.
 * **Robustness.** A step whose loss is not finite is skipped (no update) and counted. After every epoch
   a full checkpoint (weights, optimiser, schedule, EMA, discriminator, history) is written atomically; a
   killed run resumes from the last one and ends with the same weights as an uninterrupted run. A finished
@@ -99,7 +99,7 @@ class TrainResult:
 def _settings(cfg: Config, stage: int, src: PairSource, init: Path | None, device: str) -> dict[str, Any]:
     return {"stage": stage, "seed": cfg.seed, "train": dataclasses.asdict(cfg.train),
             "stage2": dataclasses.asdict(cfg.stage2) if stage == 2 else None, "data": src.fingerprint(),
-            "style_backbone": cfg.embed.style_backbone, "precision": precision(device, cfg.train.amp),
+            "style_backbone": cfg.embed.style_backbone, "precision": precision(device, cfg.train.amp, cfg.train.cpu_amp),
             "init_sha256": sha256_file(init) if init else None}
 
 
@@ -292,9 +292,9 @@ def _set_up(cfg: Config, stage: int, src: PairSource, name: str, folder: Path, i
     validator = Validator.for_source(src, cfg, device, loss=lambda p, y: generator_loss(
         p, y, held_weights, held_gram, src.pairing, tc.paired_loss)[0])
     loss = partial(generator_loss, weights=weights, gram=gram, pairing=src.pairing, paired_loss=tc.paired_loss)
-    log(f"[train] {name}: training steps in {settings['precision']} (TrainConfig.amp={tc.amp}; validation in float32)")
+    log(f"[train] {name}: training steps in {settings['precision']} (amp={tc.amp}, cpu_amp={tc.cpu_amp}); validation float32")
     return _Run(cfg, stage, src, name, folder, init, settings, rule, device, model, model_args, epochs, opt, sched,
-                ema, objective(loss), validator, uses_bf16(device, tc.amp))
+                ema, objective(loss), validator, uses_bf16(device, tc.amp, tc.cpu_amp))
 
 
 def _resume(run: _Run, log: Callable[[str], None]) -> None:
