@@ -18,6 +18,7 @@ from isp_support.config import PreprocessConfig, load_config
 from isp_support.data import open_dataset
 from isp_support.io import read_rgb_tensor
 from isp_support.pairing.baselines import random_graph
+from isp_support.train import models
 from isp_support.train.models import ColourNet
 from isp_support.pipeline.preprocess import preprocess_split
 from isp_support.runs import run_name
@@ -369,3 +370,24 @@ def test_the_steps_precision_is_logged_and_a_run_of_the_other_precision_is_not_l
         loop.train(cfg, run, name="precision", progress=False, log=quiet)
     default = cfg_for(tiny_dataset, run, **{"train.epochs": 1})
     assert loop.train(default, run, name="fp32", progress=False, log=quiet).settings["precision"] == "float32"
+
+
+def test_cache_batch_is_about_one_auto_tile_of_patches():
+    assert models.cache_batch(96, 96, "cpu") == 1 and models.cache_batch(48, 48, "cpu") == 7
+    assert models.cache_batch(300, 300, "cpu") == 1 and models.cache_batch(96, 96, "cuda:0") == 2048 ** 2 // 96 ** 2
+
+
+def test_validation_in_cache_sized_sub_batches_gives_the_one_batch_figures(tiny_dataset, run, monkeypatch):
+    cfg = cfg_for(tiny_dataset, run)
+    validator = validate.Validator.for_source(pairs.pair_source(cfg, run), cfg)
+    torch.manual_seed(3)
+    model = ColourNet(hidden=8)
+    with torch.no_grad():
+        model.conv2.weight.normal_(0, 0.1)
+    monkeypatch.setitem(models.AUTO_TILE, "cpu", 10 ** 5)            # the whole batch at once
+    one, one_samples = validator.evaluate(model, "cpu")
+    monkeypatch.setitem(models.AUTO_TILE, "cpu", 8)                  # one patch at a time
+    assert models.cache_batch(*validator.inputs.shape[-2:], "cpu") == 1
+    many, many_samples = validator.evaluate(model, "cpu")
+    assert one.keys() == many.keys() and all(many[k] == pytest.approx(one[k], rel=1e-6) for k in one)
+    assert torch.allclose(many_samples, one_samples, atol=1e-6)

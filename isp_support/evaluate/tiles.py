@@ -15,13 +15,9 @@ from collections.abc import Callable
 import torch
 
 from .fused import fused
+from ..train.models import AUTO_TILE
 
 __all__ = ["AUTO_TILE", "network_tile", "render", "tiled"]
-
-AUTO_TILE = {"cpu": 128, "cuda": 2048}
-"""``tile="auto"`` for the colour network. On the CPU its 128-channel hidden layer is fastest in
-tiles whose activations fit the cache (docs/measurements.md, "Evaluation"); on a GPU, large tiles
-bound memory."""
 
 
 def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int | None, context: int,

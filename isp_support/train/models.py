@@ -45,13 +45,27 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "AUTO_TILE",
     "ColourNet",
     "LUT3D",
+    "cache_batch",
     "clamp01",
     "count_parameters",
 ]
 
 CLAMPS = ("ste", "hard", "none")
+
+AUTO_TILE = {"cpu": 128, "cuda": 2048}
+"""``tile="auto"`` for the colour network (:func:`isp_support.evaluate.tiles.network_tile`). On the CPU its
+128-channel hidden layer is fastest in tiles whose activations fit the cache (docs/measurements.md,
+"Evaluation"); on a GPU, large tiles bound memory."""
+
+
+def cache_batch(side_h: int, side_w: int, device: str | torch.device) -> int:
+    """How many ``side_h x side_w`` patches make about one :data:`AUTO_TILE` of ``device``'s type (at least 1):
+    the batch the colour network runs fastest in there."""
+    tile = AUTO_TILE.get(torch.device(device).type, AUTO_TILE["cuda"])
+    return max(1, tile * tile // (side_h * side_w))
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
