@@ -157,7 +157,7 @@ TILE_SWEEP = (64, 96, 128, 160, 192, 256)
 
 def matmul_gflops(device: str, n: int = 2048, repeats: int = 3, dtype: torch.dtype = torch.float32) -> float:
     """The device's matrix-product rate in ``dtype`` (GFLOP/s, best of ``repeats`` ``n`` x ``n`` products):
-    what bounds the colour network's throughput (float32) and a training step's (its precision)."""
+    the yardstick for the colour network's throughput (float32) and a training step's (in its arithmetic)."""
     a, b = torch.rand(n, n, device=device, dtype=dtype), torch.rand(n, n, device=device, dtype=dtype)
     a @ b
     best = float("inf")
@@ -199,8 +199,9 @@ def bench_inference(device: str, side: int, repeats: int) -> dict:
 
 
 def training_limit(rows: list[dict], gflops: float, dtype: str = "float32") -> dict:
-    """The stage-1 step's limit at the matrix-product rate from ``bench_training`` rows: its FLOP per patch at ``gflops`` (the
-    ``dtype`` matrix-product rate, the step's precision), and the measured step's share of it (printed)."""
+    """The stage-1 step's limit at the matrix-product rate from ``bench_training`` rows: its FLOP per patch at
+    ``gflops`` (the ``dtype`` matrix-product rate, the step's arithmetic), and the measured step's share of it
+    (printed)."""
     step = next(r for r in rows if r["step"] == "stage 1")
     gram = next(r for r in rows if r["step"] == "Gram fwd+bwd")
     out = {"stage_1_flop_per_patch": step["flop_per_patch"], "gram_flop_per_patch": gram["flop_per_patch"],
