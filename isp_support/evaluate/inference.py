@@ -35,7 +35,8 @@ from ..pipeline.errors import FFDNetUnavailableError, RawPipelineError
 from ..pipeline.preprocess import pipeline_settings
 from ..pipeline.raw import RawPipeline
 from .fused import fused
-from .tiles import network_tile, render, tiled
+from .tiles import render, tiled
+from ..train.models import cache_batch
 
 __all__ = ["CAMERA_RAW_SUFFIXES", "PIPELINE_CONTEXT", "PIPELINE_TILE", "PredictError", "Predictor", "export_folder",
            "predict", "read_camera_raw", "save_png", "to_uint8"]
@@ -58,15 +59,14 @@ def predict(model: torch.nn.Module, x: torch.Tensor, device: str | torch.device 
     """``model`` over ``(N, 3, H, W)`` in batches; float32 on the CPU, same shape.
 
     ``fast`` (default): a ``ColourNet`` runs as :class:`~isp_support.evaluate.fused.FusedColourNet`
-    in batches of at most ``batch_size`` patches and about :func:`~isp_support.evaluate.tiles.network_tile`
-    squared pixels (cache-sized, as whole images are tiled); ``fast=False``: the module itself in
-    batches of ``batch_size`` (the reference path).
+    in batches of at most ``batch_size`` patches and about one ``"auto"`` tile of pixels
+    (:func:`~isp_support.train.models.cache_batch`, as whole images are tiled); ``fast=False``: the module
+    itself in batches of ``batch_size`` (the reference path).
     """
     model = model.eval().to(device)
     if fast:
         model = fused(model)
-        side = network_tile("auto", device)
-        batch_size = max(1, min(batch_size, side * side // max(1, x.shape[-2] * x.shape[-1])))
+        batch_size = max(1, min(batch_size, cache_batch(x.shape[-2], x.shape[-1], device)))
     with torch.inference_mode():
         return torch.cat([model(x[i:i + batch_size].to(device, torch.float32)).float().cpu()
                           for i in range(0, len(x), batch_size)]) if len(x) else x.float()

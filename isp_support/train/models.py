@@ -65,7 +65,7 @@ def cache_batch(side_h: int, side_w: int, device: str | torch.device) -> int:
     """How many ``side_h x side_w`` patches make about one :data:`AUTO_TILE` of ``device``'s type (at least 1):
     the batch the colour network runs fastest in there."""
     tile = AUTO_TILE.get(torch.device(device).type, AUTO_TILE["cuda"])
-    return max(1, tile * tile // (side_h * side_w))
+    return max(1, tile * tile // max(1, side_h * side_w))
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
