@@ -8,7 +8,9 @@ metric is the largest of those deviations over the rows of both runs. A row's fi
 spread* when ``|B - A|`` exceeds it.
 
 Prints one line per row and metric (A, B, B - A, the spread) and exits 1 when any figure moves beyond the
-spread, or when a row or metric is in one run only, 0 otherwise.
+spread, or when a row or metric is in one run only, 0 otherwise. Then, for the validation split, each trained
+network's kept held-out loss in both runs (``train/<name>/result.json``: the figure of its checkpoint rule at
+its kept epoch) and the relative change; those lines inform and do not change the exit status.
 """
 
 from __future__ import annotations
@@ -73,6 +75,35 @@ def compare(a: dict[str, dict], b: dict[str, dict]) -> tuple[list[str], int]:
     return lines, bad
 
 
+def kept_held_out(run: Path) -> dict[str, float]:
+    """Each finished training run of ``run``'s kept held-out loss, by run name (runs whose ``result.json`` is
+    unreadable or lacks the figure are left out)."""
+    out = {}
+    for path in sorted(Path(run).glob("train/*/result.json")):
+        try:
+            done = json.loads(path.read_text())
+            record = next(h for h in done["history"] if h["epoch"] == done["best_epoch"])
+            out[path.parent.name] = float(record[done["checkpoint_rule"]])
+        except (OSError, ValueError, KeyError, TypeError, StopIteration):
+            continue
+    return out
+
+
+def held_out_lines(run_a: Path, run_b: Path) -> list[str]:
+    """One line per training run in both folders: its kept held-out loss in A and B and the change."""
+    a, b = kept_held_out(run_a), kept_held_out(run_b)
+    common = sorted(set(a) & set(b))
+    if not common:
+        return ["validation split: no training run in both folders"]
+    changes = [b[k] / a[k] - 1 for k in common if a[k]]
+    lines = ["validation split, kept held-out loss per training run:",
+             f"{'run':<28}{'A':>12}{'B':>12}{'change':>9}"]
+    lines += [f"{k:<28}{a[k]:>12.5g}{b[k]:>12.5g}{(b[k] / a[k] - 1 if a[k] else math.nan):>+9.1%}" for k in common]
+    lines.append(f"{len(common)} runs: {sum(c > 0 for c in changes)} worse, {sum(c < 0 for c in changes)} better, "
+                 f"changes {min(changes):+.1%} to {max(changes):+.1%}" if changes else f"{len(common)} runs")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_a", type=Path)
@@ -85,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print("\n".join(lines))
     print(f"{bad} figure(s) beyond the seed spread or missing" if bad else "every figure within the seed spread")
+    print("\n" + "\n".join(held_out_lines(args.run_a, args.run_b)))
     return 1 if bad else 0
 
 

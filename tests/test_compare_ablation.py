@@ -60,3 +60,26 @@ def test_a_missing_or_broken_table_is_named(tmp_path, capsys, content, problem):
     assert compare_ablation.main([str(run), str(run)]) == 2
     err = capsys.readouterr().err
     assert "06_evaluate.json" in err and problem in err
+
+
+def write_result(run: Path, name: str, losses: list[float], best: int, rule: str = "pseudo_loss") -> None:
+    folder = run / "train" / name
+    folder.mkdir(parents=True)
+    history = [{"epoch": e, rule: v} for e, v in enumerate(losses)]
+    (folder / "result.json").write_text(json.dumps({"history": history, "best_epoch": best, "checkpoint_rule": rule}))
+
+
+def test_the_kept_held_out_losses_are_compared_run_by_run(tmp_path, capsys):
+    table = {"ot": row(17.5, sd=0.5)}
+    a, b = make_run(tmp_path / "a", table), make_run(tmp_path / "b", table)
+    write_result(a, "stage1_ot", [3.0, 2.0, 1.0], best=2)
+    write_result(b, "stage1_ot", [3.0, 1.5, 1.1], best=1)               # kept epoch 1: 1.5, +50%
+    write_result(a, "stage1_paired_l1", [0.2, 0.1], best=1, rule="paired_loss")
+    write_result(b, "stage1_paired_l1", [0.2, 0.08], best=1, rule="paired_loss")
+    write_result(b, "stage1_knn", [1.0], best=0)                         # in one run only: left out
+    (a / "train" / "broken").mkdir()
+    (a / "train" / "broken" / "result.json").write_text("{")           # unreadable: left out
+    assert compare_ablation.main([str(a), str(b)]) == 0                  # informative only
+    out = capsys.readouterr().out
+    assert "stage1_ot" in out and "+50.0%" in out and "-20.0%" in out
+    assert "2 runs: 1 worse, 1 better" in out and "stage1_knn" not in out and "broken" not in out

@@ -18,7 +18,7 @@ from isp_support.embed import backbones
 from isp_support.embed import weights_files
 from isp_support.colour import U_RANGE
 from isp_support.config import EmbedConfig, profile_config
-from isp_support.train.gram import INPUT_SCALE_CORRECTION, GramLoss, gram_loss_for, gram_matrix
+from isp_support.train.gram import INPUT_SCALE_CORRECTION, GramLoss, gram_loss_for, gram_matrix, uses_trace_form
 from isp_support.train.losses import (LossWeights, chroma_histogram_loss, hinge_d_loss, hinge_g_loss,
                                       luma_histogram_loss, moment_loss, pal_loss, stage1_loss, tv_loss)
 from isp_support.embed.weights_files import WeightsUnavailableError
@@ -304,6 +304,86 @@ def test_gram_loss_with_offline_vgg16():
     assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())
 
 
+class DeepStubBackbone(nn.Module):
+    """Two layers like the offline VGG16's on crops: "wide" has few channels for its positions (the Gram
+    form), "deep" many channels on few positions (the trace form, ``uses_trace_form``)."""
+
+    style_layers = ("wide", "deep")
+
+    def __init__(self, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 40, 3, padding=1, stride=8)
+        self.to(dtype)
+
+    def features_at(self, x, layers=None):
+        wide = torch.relu(self.conv1(x))
+        out = {"wide": wide, "deep": torch.tanh(self.conv2(wide))}
+        return {name: out[name] for name in (layers or self.style_layers)}
+
+
+def _gram_form(stub, x, y, reduction):
+    """Eq. 9 straight from its definition: the C x C Gram matrices and their difference."""
+    fx, fy = stub.features_at(x), stub.features_at(y)
+    reduce = (lambda d: d.sum(dim=(1, 2))) if reduction == "sum" else (lambda d: d.mean(dim=(1, 2)))
+    return sum(reduce((gram_matrix(fx[k]) - gram_matrix(fy[k])) ** 2).mean() for k in stub.style_layers)
+
+
+def test_trace_form_is_chosen_for_the_deep_vgg16_layers_on_training_crops():
+    backbone, _ = backbones.load_backbone("vgg16_offline", EmbedConfig(), "cpu", log=lambda _: None)
+    feats = backbone.features_at(torch.rand(1, 3, 48, 48))
+    chosen = {k: uses_trace_form(f.shape[1], f.shape[2] * f.shape[3]) for k, f in feats.items()}
+    assert chosen == {"relu1_2": False, "relu2_2": False, "relu3_3": False, "relu4_3": True, "relu5_3": True}
+    stub_feats = DeepStubBackbone().features_at(torch.rand(1, 3, 16, 16))
+    assert [uses_trace_form(f.shape[1], f.shape[2] * f.shape[3]) for f in stub_feats.values()] == [False, True]
+
+
+def _float32_twin(stub64):
+    stub32 = DeepStubBackbone()
+    stub32.load_state_dict({k: v.float() for k, v in stub64.state_dict().items()})
+    return stub32
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_trace_form_gives_the_gram_forms_loss_and_gradient(reduction):
+    """Against eq. 9 computed in float64 the Gram way; ``near``: a prediction within 1e-3 of the target,
+    where float32 features alone carry about 1e-4 of the loss's size in rounding."""
+    stub64 = DeepStubBackbone(torch.float64)
+    stub32 = _float32_twin(stub64)
+    gen = torch.Generator().manual_seed(5)
+    y = torch.rand(3, 3, 16, 16, generator=gen, dtype=torch.float64)
+    cases = {"apart": (torch.rand(3, 3, 16, 16, generator=gen, dtype=torch.float64), 1e-5),
+             "near": (y + 1e-3 * torch.randn(3, 3, 16, 16, generator=gen, dtype=torch.float64), 1e-3)}
+    for x0, rel in cases.values():
+        x64, x32 = x0.clone().requires_grad_(), x0.float().requires_grad_()
+        want, got = _gram_form(stub64, x64, y, reduction), GramLoss(stub32, reduction=reduction)(x32, y.float())
+        assert got.dtype == torch.float32
+        assert float(got.detach()) == pytest.approx(float(want.detach()), rel=rel)
+        got.backward()
+        want.backward()
+        assert torch.allclose(x32.grad.double(), x64.grad, rtol=10 * rel, atol=10 * rel * float(x64.grad.abs().max()))
+    assert float(GramLoss(stub32, reduction=reduction)(y.float(), y.float())) == 0.0
+
+
+def test_trace_form_keeps_its_precision_when_prediction_and_target_nearly_agree():
+    """The three terms of the trace form nearly cancel here; in float64 they keep the loss to 1e-2."""
+    stub64 = DeepStubBackbone(torch.float64)
+    gen = torch.Generator().manual_seed(6)
+    y = torch.rand(2, 3, 16, 16, generator=gen, dtype=torch.float64)
+    x = y + 1e-4 * torch.randn(2, 3, 16, 16, generator=gen, dtype=torch.float64)
+    exact = GramLoss(stub64, layers=["deep"])(x, y)       # float64 throughout
+    got = GramLoss(_float32_twin(stub64), layers=["deep"])(x.float(), y.float())
+    assert float(exact) > 0 and float(got) == pytest.approx(float(exact), rel=1e-2)
+
+
+def test_gradcheck_gram_trace_form():
+    gram = GramLoss(DeepStubBackbone(torch.float64), layers=["deep"])
+    pred = rand(2, 3, 8, 8, seed=14).requires_grad_()
+    target = rand(2, 3, 8, 8, seed=15)
+    assert gradcheck(lambda p: gram(p, target), (pred,), eps=1e-6, atol=1e-6, rtol=1e-3)
+
+
 # --- backbone choice ---------------------------------------------------------------------------
 
 def test_gram_loss_for_falls_back_loudly(monkeypatch):
@@ -436,12 +516,13 @@ def test_gram_target_cache_keys_on_the_exact_bytes():
 
 def test_gram_target_cache_stays_within_its_bytes():
     stub = StubBackbone()
-    one = sum(g.numel() * g.element_size() for g in GramLoss(stub).grams(torch.rand(1, 3, 16, 16)).values())
+    side = GramLoss(stub).target_side
+    one = sum(t.numel() * t.element_size() for terms in side(torch.rand(1, 3, 16, 16)).values() for t in terms)
     cache = GramLoss(stub).with_target_cache(2 * one).target_cache
     ys = [torch.rand(1, 3, 16, 16) for _ in range(3)]
     for y in ys:
-        cache.get(y, GramLoss(stub).grams)
+        cache.get(y, side)
     assert len(cache.entries) == 2 and cache.bytes == 2 * one
     assert cache.key(ys[0]) not in cache.entries  # least recently used went first
-    cache.get(torch.rand(3, 3, 16, 16), GramLoss(stub).grams)  # three patches: larger than the cache
+    cache.get(torch.rand(3, 3, 16, 16), side)  # three patches: larger than the cache
     assert len(cache.entries) == 2 and cache.bytes == 2 * one

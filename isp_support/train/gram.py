@@ -7,6 +7,9 @@
 * :class:`TargetGramCache`: the target side of the loss kept by the exact bytes of the target batch,
   for targets that recur (the held-out loss scores the same pairs after every epoch);
   :meth:`GramLoss.with_target_cache` gives a loss that uses one.
+* :func:`uses_trace_form`: where a layer's ``N = H W`` positions are far fewer than its ``C`` channels
+  (the deep VGG layers on training crops), the squared distance of the ``C x C`` Gram matrices is computed
+  from ``N x N`` products instead (:meth:`GramLoss.per_layer`): the same value, in float64.
 
 Like the other losses (:mod:`isp_support.train.losses`), the Gram matrices are computed
 in at least float32 with autocast disabled.
@@ -24,7 +27,8 @@ from torch import nn
 
 from .losses import _at_least_float32, _check_images, _no_autocast
 
-__all__ = ["INPUT_SCALE_CORRECTION", "GramLoss", "TargetGramCache", "gram_loss_for", "gram_matrix"]
+__all__ = ["INPUT_SCALE_CORRECTION", "GramLoss", "TargetGramCache", "gram_loss_for", "gram_matrix",
+           "uses_trace_form"]
 
 
 def gram_matrix(fmap: torch.Tensor) -> torch.Tensor:
@@ -35,21 +39,48 @@ def gram_matrix(fmap: torch.Tensor) -> torch.Tensor:
         return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
+TRACE_FORM_RATIO = 4
+"""A layer uses the trace form when its channels are at least this many times its positions."""
+
+
+def uses_trace_form(channels: int, positions: int) -> bool:
+    """Whether a layer of ``channels`` x ``positions`` (``H W``) features takes the trace form of the distance.
+
+    With features ``A = F_pred``, ``B = F_target`` (``C x N``), ``||A A^T - B B^T||_F^2 =
+    ||A^T A||_F^2 - 2 ||A^T B||_F^2 + ||B^T B||_F^2``: three ``N x N`` products in place of two ``C x C``
+    Gram matrices and their difference. The offline VGG16's relu4_3 and relu5_3 on 48 px crops have
+    ``C = 512`` and ``N = 36`` / ``9``: ``C x C`` matrices of 1 MB per patch against ``N x N`` ones of a few
+    kB. The three terms nearly cancel when prediction and target are close, so they are computed in
+    float64 (cheap at these sizes); for ``C`` below ``TRACE_FORM_RATIO N`` the Gram form is the cheaper one.
+    """
+    return channels >= TRACE_FORM_RATIO * positions
+
+
+def _squared_norm(m: torch.Tensor) -> torch.Tensor:
+    """``(B, P, Q)`` -> ``(B,)`` squared Frobenius norms."""
+    return m.pow(2).sum(dim=(1, 2))
+
+
+TargetSide = dict[str, tuple[torch.Tensor, ...]]
+"""A target batch's side of the loss, per layer: ``(Gram matrices,)``, or in the trace form
+(:func:`uses_trace_form`) ``(float64 features (B, C, N), ||F^T F||_F^2 (B,))``."""
+
+
 class TargetGramCache:
-    """Gram matrices of target batches, keyed by the batch's exact bytes (and dtype, shape, device).
+    """The target side of target batches (:data:`TargetSide`), keyed by the batch's exact bytes (and dtype,
+    shape, device).
 
     A hit returns the tensors computed for the identical batch, so a loss using the cache has the
     same value, bit for bit, as one computing them afresh. At most ``max_bytes`` are held; the
     least recently used entries go first, and a batch larger than ``max_bytes`` is not kept. The
     target side costs a backbone forward pass per patch, so it is worth keeping for targets that
-    recur, not for training batches cut at fresh random windows (each about 2.4 MB per patch for
-    the offline VGG16's five layers).
+    recur, not for training batches cut at fresh random windows.
     """
 
     def __init__(self, max_bytes: int):
         self.max_bytes = int(max_bytes)
-        self.entries: OrderedDict[bytes, tuple[dict[str, torch.Tensor], int]] = OrderedDict()
-        """Key -> (Gram matrices, their bytes), least recently used first."""
+        self.entries: OrderedDict[bytes, tuple[TargetSide, int]] = OrderedDict()
+        """Key -> (target side, its bytes), least recently used first."""
         self.bytes = 0
         self.hits = self.misses = 0
 
@@ -59,22 +90,22 @@ class TargetGramCache:
         digest.update(repr((y.dtype, tuple(y.shape), str(y.device))).encode())
         return digest.digest()
 
-    def get(self, y: torch.Tensor, compute: Callable[[torch.Tensor], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """The Gram matrices of ``y``: kept ones, or ``compute(y)`` (then kept when they fit)."""
+    def get(self, y: torch.Tensor, compute: Callable[[torch.Tensor], TargetSide]) -> TargetSide:
+        """The target side of ``y``: the kept one, or ``compute(y)`` (then kept when it fits)."""
         key = self.key(y)
         if key in self.entries:
             self.hits += 1
             self.entries.move_to_end(key)
             return self.entries[key][0]
         self.misses += 1
-        grams = compute(y)
-        size = sum(g.numel() * g.element_size() for g in grams.values())
+        side = compute(y)
+        size = sum(t.numel() * t.element_size() for terms in side.values() for t in terms)
         if size <= self.max_bytes:
             while self.bytes + size > self.max_bytes:
                 self.bytes -= self.entries.popitem(last=False)[1][1]
-            self.entries[key] = (grams, size)
+            self.entries[key] = (side, size)
             self.bytes += size
-        return grams
+        return side
 
 
 class GramLoss(nn.Module):
@@ -135,21 +166,41 @@ class GramLoss(nn.Module):
         self.backbone.eval()  # a frozen feature extractor: no dropout / batch-norm updates, ever
         return self
 
-    def grams(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Gram matrices ``(B, C, C)`` of ``x`` at :attr:`layers`."""
-        return {name: gram_matrix(f) for name, f in self.backbone.features_at(x, self.layers).items()}
+    def target_side(self, y: torch.Tensor) -> TargetSide:
+        """What the loss needs of the target batch ``y`` per layer (:data:`TargetSide`)."""
+        side: TargetSide = {}
+        for name, f in self.backbone.features_at(y, self.layers).items():
+            b, c, h, w = f.shape
+            if uses_trace_form(c, h * w):
+                with _no_autocast(f):
+                    flat = f.reshape(b, c, h * w).double()
+                    side[name] = (flat, _squared_norm(flat.transpose(1, 2) @ flat))
+            else:
+                side[name] = (gram_matrix(f),)
+        return side
 
     def per_layer(self, y_hat: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each layer's ``(1/B) sum_b ||G_l(y_hat_b) - G_l(y*_b)||_F^2`` (``/ C^2`` for ``"mean"``; before
-        :attr:`scale`)."""
+        :attr:`scale`), in the trace form where :func:`uses_trace_form` says so."""
         _check_images(y_hat, y)
         with torch.no_grad():
-            target = self.grams(y) if self.target_cache is None else self.target_cache.get(y, self.grams)
-        pred = self.grams(y_hat)
+            target = self.target_side(y) if self.target_cache is None else self.target_cache.get(y, self.target_side)
+        pred = self.backbone.features_at(y_hat, self.layers)
         out = {}
         for name in self.layers:
-            diff = pred[name] - target[name]
-            per_sample = diff.pow(2).sum(dim=(1, 2)) if self.reduction == "sum" else diff.pow(2).mean(dim=(1, 2))
+            f, side = pred[name], target[name]
+            b, c, h, w = f.shape
+            if len(side) == 1:
+                diff = (gram_matrix(f) - side[0]).pow(2)
+                per_sample = diff.sum(dim=(1, 2)) if self.reduction == "sum" else diff.mean(dim=(1, 2))
+            else:
+                with _no_autocast(f):
+                    a = f.reshape(b, c, h * w).double()
+                    at = a.transpose(1, 2)
+                    squared = _squared_norm(at @ a) - 2 * _squared_norm(at @ side[0]) + side[1]
+                    squared = squared / float(c * h * w) ** 2 if self.reduction == "sum" else \
+                        squared / (float(c * h * w) ** 2 * c ** 2)
+                    per_sample = squared.to(_at_least_float32(f).dtype)
             out[name] = per_sample.mean()
         return out
 
