@@ -38,8 +38,9 @@ FIGURES = ("colour_distance", "structure", "ssim_luma", "pseudo_loss", "paired_l
 """Validation figures an epoch's history record may hold (the held-out loss is one of the last two)."""
 HELD_OUT_GRAM_CACHE_BYTES = 1 << 30
 """The held-out loss scores the same targets after every epoch, so training gives it a Gram loss that keeps
-their Gram matrices (:meth:`~isp_support.train.gram.GramLoss.with_target_cache`), up to this many bytes:
-about 2.4 MB per patch with the offline VGG16, 144 MB for the demo's 59 validation patches."""
+their side of the loss (:meth:`~isp_support.train.gram.GramLoss.with_target_cache`), up to this many bytes:
+with the offline VGG16 on 48 px crops about 0.53 MB per patch (three Gram matrices, the two deepest layers'
+features in the trace form), 31 MB for the demo's 59 validation patches."""
 
 
 class HeldOutLoss:
