@@ -48,7 +48,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from isp_support.train import losses
-from isp_support.train.gram import gram_loss_for
+from isp_support.train.gram import training_gram_loss
 from isp_support.train import loop
 from isp_support.config import load_config
 from isp_support.config_rules import resolve_device
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(args.profile, environ={})
     amp = uses_bf16(device, not args.no_amp, cfg.train.cpu_amp)
     other = not args.no_amp and (amp or uses_bf16(device, True, cpu_amp=True))
-    gram = gram_loss_for(cfg, device, scale=cfg.train.gram_scale, reduction=cfg.train.gram_reduction)
+    gram = training_gram_loss(cfg, device)
     rows, shares = [], []
     for side in args.sizes:
         steps = side_steps(side, cfg, gram, device, args.batch, amp, not args.no_stage2, other)

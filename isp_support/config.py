@@ -7,12 +7,10 @@ Three profiles (their values are in :mod:`isp_support.profiles`):
   on 2 CPU cores, with results that mean something.
 * ``full``: the paper's settings, for the real NTIRE 2026 data on a GPU node.
 
-Precedence for every notebook parameter: papermill ``-p`` (a non-``None``
-value in the parameters cell), then an environment variable
-(``ISP_PROFILE``, ``ISP_DATA_DIR``, ``ISP_RUN_DIR``, ``ISP_SEED``,
-``ISP_DEVICE``), then the profile's default. :func:`load_config` checks every value
-against its field's type and allowed values (:func:`~isp_support.config_rules.validate`, with the choice
-lists and rules of :mod:`isp_support.config_rules`).
+Precedence for every notebook parameter: papermill ``-p`` (a non-``None`` value in the parameters cell),
+then an environment variable (``ISP_PROFILE``, ``ISP_DATA_DIR``, ``ISP_RUN_DIR``, ``ISP_SEED``, ``ISP_DEVICE``),
+then the profile's default. :func:`load_config` checks every value against its field's type and allowed values
+(:func:`~isp_support.config_rules.validate`, with the choice lists and rules of :mod:`isp_support.config_rules`).
 """
 
 from __future__ import annotations
@@ -216,6 +214,8 @@ class TrainConfig:
     """``mean`` (per-entry, ``F.mse_loss`` on Gram matrices) or ``sum`` (eq. 9 as printed); see ``gram.GramLoss``."""
     gram_scale: float | None = None
     """Multiplier of the Gram term; ``None``: the backbone's input-scale correction (1 for VGG19)."""
+    gram_layers: tuple[str, ...] | None = None
+    """Layers of the Gram term (the backbone runs to the deepest); ``None``: its ``style_layers``, all five."""
     crop: int | None = None
     """Side of random training crops (RGB pixels); ``None``: whole patches."""
     val_fraction: float = 0.2  # share of source scenes held out for validation (never trained on)

@@ -140,6 +140,7 @@ _RULES: dict[str, _Rule] = {
     **{f"TrainConfig.{name}": _WEIGHT for name in ("weight_decay", "mom", "luma", "chroma", "gram", "tv")},
     "TrainConfig.moment": _one_of(("batch", "pair")), "TrainConfig.gram_reduction": _one_of(("mean", "sum")),
     "TrainConfig.gram_scale": _optional(_POSITIVE), "TrainConfig.crop": _optional(_POSITIVE_INT),
+    "TrainConfig.gram_layers": _optional(_Rule(lambda v: len(v) > 0, "one or more layer names")),
     "TrainConfig.val_fraction": _unit(), "TrainConfig.val_max_patches": _POSITIVE_INT,
     "TrainConfig.target_ref_patches": _POSITIVE_INT, "TrainConfig.checkpoint_rule": _one_of(CHECKPOINT_RULES),
     "TrainConfig.patience": _optional(_POSITIVE_INT), "TrainConfig.schedule": _one_of(("none", "cosine")),

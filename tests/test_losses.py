@@ -339,6 +339,18 @@ def test_trace_form_is_chosen_for_the_deep_vgg16_layers_on_training_crops():
     assert [uses_trace_form(f.shape[1], f.shape[2] * f.shape[3]) for f in stub_feats.values()] == [False, True]
 
 
+def test_gram_layers_choose_the_terms_and_unknown_ones_are_refused_by_name():
+    backbone, _ = backbones.load_backbone("vgg16_offline", EmbedConfig(), "cpu", log=lambda _: None)
+    x, y = torch.rand(2, 3, 48, 48), torch.rand(2, 3, 48, 48)
+    full = GramLoss(backbone, reduction="mean").per_layer(x, y)
+    short = GramLoss(backbone, layers=("relu1_2", "relu2_2"), reduction="mean").per_layer(x, y)
+    assert list(short) == ["relu1_2", "relu2_2"]
+    assert all(torch.equal(short[k], full[k]) for k in short)       # the same terms, the deeper ones left out
+    for bad in (("relu1_2", "relu9_9"), ()):
+        with pytest.raises(ValueError, match="TrainConfig.gram_layers"):
+            GramLoss(backbone, layers=bad)
+
+
 def _float32_twin(stub64):
     stub32 = DeepStubBackbone()
     stub32.load_state_dict({k: v.float() for k, v in stub64.state_dict().items()})

@@ -336,6 +336,18 @@ def test_result_json_records_settings_and_history(tiny_dataset, run):
     assert result.summary()["parameters"] == 7055
 
 
+def test_gram_layers_are_a_setting_of_the_run_recorded_only_when_set(tiny_dataset, run):
+    cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 1, "train.gram": 1.0})
+    default = loop.train(cfg, run, name="layers", progress=False, log=quiet)
+    assert "gram_layers" not in default.settings["train"]     # runs trained before the setting existed still load
+    short = cfg.replace(**{"train.gram_layers": ["relu1_2", "relu2_2"]})
+    with pytest.raises(TrainingError, match="other settings"):
+        loop.train(short, run, name="layers", progress=False, log=quiet)
+    trained = loop.train(short, run, name="layers-short", progress=False, log=quiet)
+    assert list(trained.settings["train"]["gram_layers"]) == ["relu1_2", "relu2_2"]
+    assert trained.history[1]["pseudo_loss"] != default.history[1]["pseudo_loss"]
+
+
 def test_train_step_is_forward_loss_backward_and_one_optimiser_step():
     """The step :func:`train` takes for every batch, against the same step written out; non-finite: no update."""
     torch.manual_seed(0)

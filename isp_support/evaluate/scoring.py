@@ -40,7 +40,7 @@ from ..train.checkpoint import epoch_models
 from ..train.models import count_parameters
 from . import inference, tiles
 
-__all__ = ["METHODS", "METRICS", "EvaluationError", "Method", "TestSet", "ablation_table", "compare_to",
+__all__ = ["METHODS", "METRICS", "EvaluationError", "Method", "TestSet", "ablation_table", "compare_to", "mean_scores",
            "load_test_set", "method_config", "model_info", "render_patchwise", "render_scene", "run_name",
            "epoch_scores", "regret", "score_epochs", "score_images", "score_patches", "seconds_per_megapixel",
            "seed_spread", "train_method", "twice_spread", "verdicts"]
@@ -250,11 +250,14 @@ def epoch_scores(folder: str | Path, inputs: torch.Tensor, truth: torch.Tensor, 
 
     For scoring only: training chose its kept epoch without ground truth; this shows how well it chose.
     """
-    rows = []
-    for epoch, model in epoch_models(folder).items():
-        scores = _scores(inference.predict(model, inputs, device), truth, device)
-        rows.append({"epoch": epoch} | {k: float(v.mean()) for k, v in scores.items()})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"epoch": epoch} | mean_scores(model, inputs, truth, device)
+                         for epoch, model in epoch_models(folder).items()])
+
+
+def mean_scores(model: torch.nn.Module, inputs: torch.Tensor, truth: torch.Tensor, device: str = "cpu") -> dict[str, float]:
+    """The mean of each metric over ``inputs`` rendered by ``model`` against ``truth``."""
+    scores = _scores(inference.predict(model, inputs, device), truth, device)
+    return {k: float(v.mean()) for k, v in scores.items()}
 
 
 def score_epochs(result: loop.TrainResult, test: TestSet, device: str = "cpu") -> pd.DataFrame:

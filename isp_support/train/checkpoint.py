@@ -20,14 +20,28 @@ import torch
 
 from . import TrainingError
 from .models import ColourNet
-from ..config import PreprocessConfig
+from .precision import precision
+from ..artifacts import sha256_file
+from ..config import Config, PreprocessConfig
 from ..io import DataError, require_regular_file
 
-__all__ = ["EPOCHS", "epoch_models", "load_epoch", "load_model", "load_state", "read_checkpoint", "to_bytes",
-           "weights_bytes"]
+__all__ = ["EPOCHS", "epoch_models", "load_epoch", "load_model", "load_state", "read_checkpoint", "run_settings",
+           "to_bytes", "weights_bytes"]
 
 EPOCHS = "epochs"
 """Folder of a run holding every epoch's evaluated weights (``epoch_<e>.pt``)."""
+
+
+def run_settings(cfg: Config, stage: int, src: Any, init: Path | None, device: str) -> dict[str, Any]:
+    """What a run's weights depend on (``src``: its :class:`~isp_support.train.pairs.PairSource`); a finished
+    run or checkpoint is loaded only with the same settings."""
+    train = dataclasses.asdict(cfg.train)
+    if train["gram_layers"] is None:  # added later: recorded when set, so runs trained before it still load
+        del train["gram_layers"]
+    return {"stage": stage, "seed": cfg.seed, "train": train,
+            "stage2": dataclasses.asdict(cfg.stage2) if stage == 2 else None, "data": src.fingerprint(),
+            "style_backbone": cfg.embed.style_backbone, "precision": precision(device, cfg.train.amp, cfg.train.cpu_amp),
+            "init_sha256": sha256_file(init) if init else None}
 
 
 def to_bytes(obj: Any) -> bytes:

@@ -2,7 +2,8 @@
 
 * :func:`gram_matrix`: normalised Gram matrices of feature maps.
 * :class:`GramLoss` (eq. 9): squared Frobenius distance between Gram matrices of
-  a frozen backbone's features; :func:`gram_loss_for` picks the backbone.
+  a frozen backbone's features; :func:`gram_loss_for` picks the backbone,
+  :func:`training_gram_loss` builds the term a run's ``TrainConfig`` asks for.
 * :data:`INPUT_SCALE_CORRECTION`: the factor bringing a backbone's loss to VGG19's scale.
 * :class:`TargetGramCache`: the target side of the loss kept by the exact bytes of the target batch,
   for targets that recur (the held-out loss scores the same pairs after every epoch);
@@ -28,7 +29,7 @@ from torch import nn
 from .losses import _at_least_float32, _check_images, _no_autocast
 
 __all__ = ["INPUT_SCALE_CORRECTION", "GramLoss", "TargetGramCache", "gram_loss_for", "gram_matrix",
-           "uses_trace_form"]
+           "training_gram_loss", "uses_trace_form"]
 
 
 def gram_matrix(fmap: torch.Tensor) -> torch.Tensor:
@@ -143,6 +144,11 @@ class GramLoss(nn.Module):
             layers = getattr(backbone, "style_layers", None)
             if not layers:
                 raise ValueError("the backbone has no style_layers; pass layers explicitly")
+        known = getattr(backbone, "layer_index", None)
+        unknown = [name for name in layers if known is not None and name not in known]
+        if not layers or unknown:
+            raise ValueError(f"Gram layers {list(layers)}: unknown {unknown or 'none given'}; give one or more of "
+                             f"{', '.join(known or ())} (TrainConfig.gram_layers)")
         self.backbone = backbone.eval().requires_grad_(False)
         self.layers = tuple(layers)
         self.scale = float(scale)
@@ -263,6 +269,13 @@ def gram_loss_for(cfg: Any, device: str | torch.device = "cpu", log: Callable[[s
     loss = GramLoss(backbone, layers=layers, scale=scale, name=name, reduction=reduction)
     loss.weights_info = info
     return loss
+
+
+def training_gram_loss(cfg: Any, device: str | torch.device = "cpu", log: Callable[[str], None] = print) -> GramLoss:
+    """The Gram term as training builds it: :func:`gram_loss_for` with ``TrainConfig.gram_layers``,
+    ``gram_scale`` and ``gram_reduction`` of the :class:`~isp_support.config.Config` ``cfg``."""
+    tc = cfg.train
+    return gram_loss_for(cfg, device, log=log, layers=tc.gram_layers, scale=tc.gram_scale, reduction=tc.gram_reduction)
 
 
 INPUT_SCALE_CORRECTION = {"vgg19": 1.0, "vgg16_offline": (255 * 0.226) ** -4}

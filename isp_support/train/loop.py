@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import math
@@ -40,14 +39,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from . import TrainingError
-from .checkpoint import EPOCHS, load_model, load_state, to_bytes, weights_bytes
-from .gram import gram_loss_for
+from .checkpoint import EPOCHS, load_model, load_state, run_settings, to_bytes, weights_bytes
+from .gram import training_gram_loss
 from .models import ColourNet, count_parameters
 from .objectives import AdversarialObjective, Loss, Objective, discriminator, generator_loss, loss_weights
 from .pairs import PairSource, epoch_loader, pair_source
-from .precision import autocast, precision, uses_bf16
+from .precision import autocast, uses_bf16
 from .validate import FIGURES, HELD_OUT_GRAM_CACHE_BYTES, Validator, checkpoint_rule, choice_notes, kept_epoch
-from ..artifacts import atomic_write_bytes, atomic_write_json, sha256_file
+from ..artifacts import atomic_write_bytes, atomic_write_json
 from ..config import Config, TrainConfig
 from ..runs import RunLayout, run_name
 
@@ -94,13 +93,6 @@ class TrainResult:
                 "parameters": count_parameters(self.model), "seconds": round(self.seconds, 2),
                 "untrained": {k: self.untrained[k] for k in keys}, "best": {k: self.best[k] for k in keys},
                 "notes": self.notes}
-
-
-def _settings(cfg: Config, stage: int, src: PairSource, init: Path | None, device: str) -> dict[str, Any]:
-    return {"stage": stage, "seed": cfg.seed, "train": dataclasses.asdict(cfg.train),
-            "stage2": dataclasses.asdict(cfg.stage2) if stage == 2 else None, "data": src.fingerprint(),
-            "style_backbone": cfg.embed.style_backbone, "precision": precision(device, cfg.train.amp, cfg.train.cpu_amp),
-            "init_sha256": sha256_file(init) if init else None}
 
 
 def sample_path(folder: str | Path, epoch: int) -> Path:
@@ -202,7 +194,7 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
     name = name or run_name(stage, src.pairing, cfg)
     folder = RunLayout(run_dir).training(name)
     init = _start_weights(cfg, run_dir, stage, src.pairing, init)
-    settings = _settings(cfg, stage, src, init, device)
+    settings = run_settings(cfg, stage, src, init, device)
     if retrain and folder.exists():
         shutil.rmtree(folder)
     if (folder / RESULT).is_file():
@@ -285,7 +277,7 @@ def _set_up(cfg: Config, stage: int, src: PairSource, name: str, folder: Path, i
     weights = loss_weights(cfg, stage, src.pairing)
     gram = None
     if weights.gram:
-        gram = gram_loss_for(cfg, device, log=log, scale=tc.gram_scale, reduction=tc.gram_reduction)
+        gram = training_gram_loss(cfg, device, log=log)
     # The held-out loss takes the stage-1 weights (stage 2 only lowers mom and TV: same Gram), no adversarial term.
     held_weights = loss_weights(cfg, 1, src.pairing)
     held_gram = None if gram is None else gram.with_target_cache(HELD_OUT_GRAM_CACHE_BYTES)
