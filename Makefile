@@ -8,7 +8,7 @@ TINY_DATA := data/tiny
 # The tiny run the papermill notebook tests make (fresh each time) and nbval then steps through again.
 NB_TINY_RUN := runs/test-tiny
 
-.PHONY: install demo lab site browser test unit notebooks nbval dataset-demo dataset-tiny bench clean
+.PHONY: install demo lab site browser test unit notebooks nbval dataset-demo dataset-tiny bench smoke clean
 
 # Create the venv if missing and install the package with everything the series needs.
 $(STAMP): pyproject.toml
@@ -74,6 +74,12 @@ nbval: dataset-tiny
 # Throughput of every stage, peak memory and the demo series end to end; JSON in runs/bench/.
 bench: dataset-demo
 	$(BIN)/python benchmarks/bench_all.py
+
+# A new GPU node's check before the long challenge run (README, "The challenge run"): what torch sees, the six
+# notebooks under full on a tiny challenge-layout rehearsal, one full-size training step. SMOKE_ARGS: e.g. --stand-in.
+SMOKE_ARGS ?=
+smoke: install
+	$(BIN)/python benchmarks/smoke.py $(SMOKE_ARGS)
 
 clean:
 	rm -rf runs $(TINY_DATA) $(DEMO_DATA)

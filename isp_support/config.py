@@ -9,7 +9,9 @@ Three profiles (their values are in :mod:`isp_support.profiles`):
 
 Precedence for every notebook parameter: papermill ``-p`` (a non-``None`` value in the parameters cell),
 then an environment variable (``ISP_PROFILE``, ``ISP_DATA_DIR``, ``ISP_RUN_DIR``, ``ISP_SEED``, ``ISP_DEVICE``),
-then the profile's default. :func:`load_config` checks every value against its field's type and allowed values
+then the profile's default. Any other field is set with ``OVERRIDES`` (papermill) or ``ISP_OVERRIDES`` (environment):
+a JSON object of dotted field names, ``{"train.epochs": 1, "train.workers": 4}``, applied last and recorded in
+``run.json`` with the rest of the config (``isp-support run-series --set train.epochs=1`` passes it to every notebook). :func:`load_config` checks every value against its field's type and allowed values
 (:func:`~isp_support.config_rules.validate`, with the choice lists and rules of :mod:`isp_support.config_rules`).
 """
 
@@ -22,11 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config_rules import ConfigError, apply_overrides, expected, from_dict, validate
+from .config_rules import ConfigError, apply_overrides, explicit_or_env, from_dict, parse_overrides, validate
 from .profiles import PROFILE_DEFAULTS, PROFILES
 
 ENV_VARS = {"profile": "ISP_PROFILE", "data_dir": "ISP_DATA_DIR", "run_dir": "ISP_RUN_DIR", "seed": "ISP_SEED",
             "device": "ISP_DEVICE"}
+OVERRIDES_ENV = "ISP_OVERRIDES"
+"""Environment variable holding a JSON object of dotted config fields (see :func:`parse_overrides`)."""
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,8 @@ class StitchConfig:
     """Band width in pixels; the paper uses 4 (set ``score="paper", border=4`` to reproduce it)."""
     score: str = "normalised"
     """``paper``: mean absolute difference across each seam (supplementary A, as written);
-    ``normalised``: each seam's difference divided by the same-offset difference inside
-    the two patches beside it, which removes the paper score's bias towards 1 x N strips
+    ``normalised``: the seams' differences divided by the same-offset differences inside
+    the patches beside them, pooled per direction, which removes the paper score's bias towards 1 x N strips
     (measured in docs/measurements.md, "Stitching", and the 02_stitch notebook)."""
     low_confidence_ratio: float = 1.05
     """A scene is low-confidence when second-best / best score is below this."""
@@ -283,6 +287,11 @@ class EvalConfig:
     seed_methods: tuple[str, ...] = ("ot", "ot_paper", "random")
     export_method: str = "ot"
     """Whose predictions are exported in the challenge layout (``<scene>_<idx>.png``)."""
+    submission_splits: tuple[str, ...] = ("val", "test")
+    """Splits rendered into a submission zip each (those the dataset has): the challenge's development (val) and
+    final (test) phases."""
+    submission_format: str = "png"
+    """Images of the submission: ``png`` (lossless) or ``jpeg`` (``.jpg``, quality 75, as the official baseline)."""
     tile: int | str | None = "auto"
     """Tile side (RGB pixels) for whole-image rendering; ``None``: one pass however large; ``"auto"``:
     the fastest for the device (``isp_support.evaluate.tiles.network_tile``). Tiles give the same result."""
@@ -336,22 +345,26 @@ def load_config(
     run_dir: str | os.PathLike | None = None,
     seed: int | None = None,
     device: str | None = None,
-    overrides: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | str | None = None,
     environ: typing.Mapping[str, str] | None = None,
 ) -> Config:
     """Resolve a :class:`Config`: explicit argument, then environment variable, then profile default.
 
-    ``overrides`` maps dotted field names (``"dataset.raw_patch"``) to values and
-    is applied last. Every value is checked by :func:`validate` (the paths before
+    ``overrides`` maps dotted field names (``"dataset.raw_patch"``) to values (a dict, or the same as a JSON
+    object in text, see :func:`parse_overrides`; ``None``: :data:`OVERRIDES_ENV`, if set) and is applied last. Every value is checked by :func:`validate` (the paths before
     they are joined to the project root, so an empty one is refused); an
     environment variable that is set but blank is refused too.
     """
     env = os.environ if environ is None else environ
     explicit = {"profile": profile, "data_dir": data_dir, "run_dir": run_dir, "seed": seed, "device": device}
-    resolved = _explicit_or_env(explicit, env)
+    resolved = explicit_or_env(explicit, env, ENV_VARS)
     cfg = validate(apply_overrides(profile_config(str(resolved.pop("profile", "demo"))), resolved))
     root = project_root()
     cfg = dataclasses.replace(cfg, data_dir=str(root / cfg.data_dir), run_dir=str(root / cfg.run_dir))
+    if overrides is None and env.get(OVERRIDES_ENV):
+        overrides = parse_overrides(env[OVERRIDES_ENV], OVERRIDES_ENV)
+    elif isinstance(overrides, str):
+        overrides = parse_overrides(overrides, "OVERRIDES")
     return validate(apply_overrides(cfg, overrides)) if overrides else cfg
 
 
@@ -372,29 +385,3 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a :class:`Config` saved with :meth:`Config.to_dict` (e.g. from ``run.json``), validated."""
     return validate(from_dict(Config, data))
-
-
-# --- helpers -----------------------------------------------------------------
-
-def _explicit_or_env(explicit: dict[str, Any], env: typing.Mapping[str, str]) -> dict[str, Any]:
-    """The explicit values that are not ``None``, else the environment's (:data:`ENV_VARS`).
-
-    A variable that is set but blank is refused rather than taken as unset; a seed
-    given as text is parsed.
-    """
-    resolved: dict[str, Any] = {}
-    for name, value in explicit.items():
-        var = ENV_VARS[name]
-        if value is None and var in env:
-            value = env[var]
-            if not value.strip():
-                raise ConfigError(f"environment variable {var} is set but blank; unset it or give a {name}")
-        if value is not None:
-            resolved[name] = str(value) if isinstance(value, os.PathLike) else value
-    if isinstance(resolved.get("seed"), str):
-        try:
-            resolved["seed"] = int(resolved["seed"])
-        except ValueError:
-            raise ConfigError(f"Config.seed: expected {expected('Config.seed', 'an integer')}, "
-                              f"got {resolved['seed']!r}") from None
-    return resolved

@@ -8,6 +8,8 @@ config dataclass against its fields' types and :data:`_RULES`; :func:`apply_over
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import math
 import re
 import typing
@@ -149,7 +151,8 @@ _RULES: dict[str, _Rule] = {
     "Stage2Config.adv": _WEIGHT, "Stage2Config.mom": _WEIGHT, "Stage2Config.tv": _WEIGHT,
     "Stage2Config.discriminator": _one_of(("unet", "experts")), "Stage2Config.d_features": _POSITIVE_INT,
     "Stage2Config.expert_weights": _each(_WEIGHT, "three numbers >= 0"),
-    "EvalConfig.split": _NAME, "EvalConfig.seeds": _each(_SEED, f"seeds each {_SEED.allowed}"),
+    "EvalConfig.split": _NAME, "EvalConfig.submission_format": _one_of(("png", "jpeg")),
+    "EvalConfig.submission_splits": _each(_NAME, "split names"), "EvalConfig.seeds": _each(_SEED, f"seeds each {_SEED.allowed}"),
     "EvalConfig.tile": _Rule(lambda v: v is None or v == "auto" or (isinstance(v, int) and v >= 1),
                              "None, 'auto' or an integer >= 1"),
     "EvalConfig.timing_side": _POSITIVE_INT, "EvalConfig.timing_repeats": _POSITIVE_INT,
@@ -159,6 +162,50 @@ _RULES: dict[str, _Rule] = {
 
 
 # --- type checks -------------------------------------------------------------
+
+MAX_OVERRIDES_BYTES = 64 << 10
+
+
+def parse_overrides(text: str, where: str = "OVERRIDES") -> dict[str, Any]:
+    """A JSON object of dotted config fields (``'{"train.epochs": 1}'``), checked for shape only (values are
+    type-checked when applied). Lists stand for tuples. Bounded in size and nesting, so hostile text fails with
+    a :class:`ConfigError` naming ``where``, never a RecursionError."""
+    if len(text.encode()) > MAX_OVERRIDES_BYTES:
+        raise ConfigError(f"{where}: {len(text.encode())} bytes of overrides, more than {MAX_OVERRIDES_BYTES}")
+    if text.count("[") + text.count("{") > 1000:
+        raise ConfigError(f"{where}: overrides nested too deeply")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{where}: not a JSON object of dotted config fields ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and k for k in data):
+        raise ConfigError(f"{where}: expected a JSON object such as {{\"train.epochs\": 1}}, got {text[:80]!r}")
+    return data
+
+
+def explicit_or_env(explicit: dict[str, Any], env: typing.Mapping[str, str], env_vars: dict[str, str]) -> dict[str, Any]:
+    """The explicit values that are not ``None``, else the environment's (``env_vars``: field name -> variable).
+
+    A variable that is set but blank is refused rather than taken as unset; a seed
+    given as text is parsed.
+    """
+    resolved: dict[str, Any] = {}
+    for name, value in explicit.items():
+        var = env_vars[name]
+        if value is None and var in env:
+            value = env[var]
+            if not value.strip():
+                raise ConfigError(f"environment variable {var} is set but blank; unset it or give a {name}")
+        if value is not None:
+            resolved[name] = str(value) if isinstance(value, os.PathLike) else value
+    if isinstance(resolved.get("seed"), str):
+        try:
+            resolved["seed"] = int(resolved["seed"])
+        except ValueError:
+            raise ConfigError(f"Config.seed: expected {expected('Config.seed', 'an integer')}, "
+                              f"got {resolved['seed']!r}") from None
+    return resolved
+
 
 def apply_overrides(cfg: Any, changes: dict[str, Any]) -> Any:
     """``cfg`` with top-level or dotted (``"dataset.raw_patch"``) fields changed, each value type-checked only."""

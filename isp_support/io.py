@@ -126,6 +126,12 @@ def _npy_header(path: Path, file_size: int) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
+def raw_shape(path: str | Path) -> tuple[int, ...]:
+    """The shape of a packed RAW patch from its header alone, checked as :func:`read_raw` checks it (no data read)."""
+    path = Path(path)
+    return _npy_header(path, require_regular_file(path).st_size)[0]
+
+
 def read_raw(path: str | Path, check_values: bool = True) -> np.ndarray:
     """Load one packed RAW patch ``(H, W, 4)`` as stored, after checking it.
 

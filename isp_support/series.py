@@ -24,14 +24,21 @@ def series_notebooks(folder: str | Path = "notebooks") -> list[Path]:
     return sorted(p for p in folder.glob("*.ipynb") if NOTEBOOK_PATTERN.match(p.name))
 
 
-def notebook_parameters(cfg: Config) -> dict[str, object]:
-    return {"PROFILE": cfg.profile, "DATA_DIR": str(Path(cfg.data_dir).resolve()),
-            "RUN_DIR": str(Path(cfg.run_dir).resolve()), "SEED": cfg.seed, "DEVICE": cfg.device}
+def notebook_parameters(cfg: Config, overrides: dict[str, object] | None = None) -> dict[str, object]:
+    """The parameters cell's values; ``overrides`` (dotted config fields) travel as ``OVERRIDES``, JSON text."""
+    params: dict[str, object] = {"PROFILE": cfg.profile, "DATA_DIR": str(Path(cfg.data_dir).resolve()),
+                                 "RUN_DIR": str(Path(cfg.run_dir).resolve()), "SEED": cfg.seed, "DEVICE": cfg.device}
+    if overrides:
+        params["OVERRIDES"] = json.dumps(overrides, sort_keys=True)
+    return params
 
 
 def run_series(cfg: Config, notebooks_dir: str | Path = "notebooks", only: list[str] | None = None,
-               log=print) -> list[Path]:
+               log=print, overrides: dict[str, object] | None = None) -> list[Path]:
     """Execute every notebook in order into ``<run_dir>/notebooks/``; stops at the first failure.
+
+    ``overrides`` (dotted config fields, already applied to ``cfg``) are passed to every notebook, so each
+    one resolves the same config.
 
     ``<run_dir>/series.json`` records each notebook's wall time (seconds) as it finishes, and the total;
     the times of notebooks run earlier into the same folder (``only=``) are kept beside them.
@@ -48,7 +55,7 @@ def run_series(cfg: Config, notebooks_dir: str | Path = "notebooks", only: list[
     previous = os.environ.get(HEADLESS_ENV)
     os.environ[HEADLESS_ENV] = "1"  # the kernels papermill starts inherit it: widget cells print a note
     try:
-        return _execute(cfg, notebooks, out_dir, log)
+        return _execute(cfg, notebooks, out_dir, log, overrides)
     finally:
         if previous is None:
             os.environ.pop(HEADLESS_ENV, None)
@@ -56,7 +63,7 @@ def run_series(cfg: Config, notebooks_dir: str | Path = "notebooks", only: list[
             os.environ[HEADLESS_ENV] = previous
 
 
-def _execute(cfg: Config, notebooks: list[Path], out_dir: Path, log) -> list[Path]:
+def _execute(cfg: Config, notebooks: list[Path], out_dir: Path, log, overrides: dict[str, object] | None) -> list[Path]:
     import papermill as pm
 
     executed = []
@@ -65,7 +72,7 @@ def _execute(cfg: Config, notebooks: list[Path], out_dir: Path, log) -> list[Pat
         target = out_dir / nb.name
         log(f"--> {nb.name} (profile {cfg.profile})")
         start = time.perf_counter()
-        pm.execute_notebook(str(nb), str(target), parameters=notebook_parameters(cfg), kernel_name="python3",
+        pm.execute_notebook(str(nb), str(target), parameters=notebook_parameters(cfg, overrides), kernel_name="python3",
                             cwd=str(nb.parent), progress_bar=False, log_output=False)
         seconds[nb.stem] = round(time.perf_counter() - start, 2)
         log(f"    done in {seconds[nb.stem]:.1f} s -> {target}")

@@ -160,6 +160,11 @@ def _landing(metrics: dict[str, Any], chapters: list[str]) -> str:
     lines += ["```{toctree}", ":hidden:", ""] + [f"notebooks/{stem}" for stem in chapters] + ["run", "```", ""]
     table = metrics.get("table") or {}
     lines += ["## The ablation table", ""]
+    if not table and metrics.get("scored") is False:
+        lines += [f"Split `{metrics.get('split')}` has no ground truth (the challenge's layout), so this run has no "
+                  f"ablation table; notebook 06 reports the figures that need no reference and writes the "
+                  f"submission ({', '.join(f'`{k}`' for k in metrics.get('submissions') or {}) or 'none'}).", ""]
+        return "\n".join(lines)
     if not table:
         lines += ["This run has no ablation table (notebook 06 wrote no `metrics/06_evaluate.json`).", ""]
         return "\n".join(lines)

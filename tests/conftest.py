@@ -60,6 +60,20 @@ def tiny_series(series_data_dir, tmp_path_factory):
 
 @pytest.fixture()
 def no_isp_env(monkeypatch):
-    for name in ("ISP_PROFILE", "ISP_DATA_DIR", "ISP_RUN_DIR", "ISP_SEED", "ISP_DEVICE"):
+    for name in ("ISP_PROFILE", "ISP_DATA_DIR", "ISP_RUN_DIR", "ISP_SEED", "ISP_DEVICE", "ISP_OVERRIDES"):
         monkeypatch.delenv(name, raising=False)
     return os.environ
+
+
+@pytest.fixture(scope="session")
+def challenge_series(tmp_path_factory):
+    """The six notebooks under ``full`` on a challenge-layout rehearsal without ground truth (6 scenes, 16 px RAW
+    patches): ``(run_dir, executed, data_dir)``."""
+    from isp_support.demo_data.challenge import SMALL_FULL_OVERRIDES, build_rehearsal
+    from isp_support.series import run_series
+
+    root = tmp_path_factory.mktemp("challenge")
+    data_dir, _ = build_rehearsal(root / "data", 6, raw_patch=16, progress=False, log=lambda *_: None)
+    cfg = load_config("full", data_dir=data_dir, run_dir=root / "run", device="cpu", environ={},
+                      overrides=SMALL_FULL_OVERRIDES)
+    return root / "run", run_series(cfg, REPO / "notebooks", overrides=SMALL_FULL_OVERRIDES), data_dir

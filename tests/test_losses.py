@@ -409,15 +409,37 @@ def test_gram_loss_for_falls_back_loudly(monkeypatch):
 
     monkeypatch.setattr(backbones, "load_backbone", fake_load)
     lines = []
-    cfg = profile_config("full")                      # style_backbone = vgg19, the paper's
+    cfg = profile_config("demo").replace(**{"embed.style_backbone": "vgg19"})  # the paper's, outside `full`
     gram = gram_loss_for(cfg, "cpu", log=lines.append)
     assert calls == ["vgg19", "vgg16_offline"]
     assert gram.backbone_name == "vgg16_offline" and gram.weights_info == "info"
-    assert len(lines) == 1 and "vgg16_offline" in lines[0] and "vgg19" in lines[0] and "unavailable" in lines[0]
-    assert "downloads disabled" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("WARNING") and "vgg16_offline" in lines[0] and "vgg19" in lines[0]
+    assert "unavailable" in lines[0] and "downloads disabled" in lines[0]
     corrected = gram_loss_for(cfg, "cpu", log=lines.append, scale=None, reduction="mean")
     assert corrected.scale == INPUT_SCALE_CORRECTION["vgg16_offline"] == pytest.approx(57.63 ** -4)
     assert corrected.reduction == "mean"
+
+
+def test_the_full_profile_refuses_the_stand_in_and_says_how_to_proceed(monkeypatch):
+    calls = []
+
+    def fake_load(name, cfg, device="cpu", log=print):
+        calls.append(name)
+        if name == "vgg19":
+            raise WeightsUnavailableError("VGG19 weights not found: no local file, no cache, downloads disabled")
+        return StubBackbone(), "info"
+
+    monkeypatch.setattr(backbones, "load_backbone", fake_load)
+    with pytest.raises(WeightsUnavailableError) as err:
+        gram_loss_for(profile_config("full"), "cpu", log=lambda *_: None)
+    assert calls == ["vgg19"]                         # no stand-in loaded
+    msg = str(err.value)
+    assert "downloads disabled" in msg and "EmbedConfig.vgg19_weights" in msg
+    assert "isp-support prepare-weights --profile full" in msg and "embed.style_backbone=vgg16_offline" in msg
+    calls.clear()                                     # the stand-in chosen explicitly: loaded as configured
+    chosen = gram_loss_for(profile_config("full").replace(**{"embed.style_backbone": "vgg16_offline"}), "cpu",
+                           log=lambda *_: None)
+    assert calls == ["vgg16_offline"] and chosen.backbone_name == "vgg16_offline"
 
 
 def test_gram_loss_for_uses_vgg19_when_available(monkeypatch):
@@ -440,7 +462,9 @@ def test_gram_loss_for_real_fallback_without_vgg19(monkeypatch, tmp_path):
     lines = []
     gram = gram_loss_for(cfg, "cpu", log=lines.append)
     assert gram.backbone_name == "vgg16_offline"
-    assert any("INSTEAD OF" in line for line in lines)
+    assert any(line.startswith("WARNING") and "INSTEAD OF" in line for line in lines)
+    with pytest.raises(WeightsUnavailableError, match="needs the paper's VGG19"):
+        gram_loss_for(profile_config("full").replace(**{"embed.allow_download": False}), "cpu", log=lines.append)
 
 
 # --- weighted sums -----------------------------------------------------------------------------

@@ -179,6 +179,18 @@ def test_unet_discriminator_spectral_norm_and_gradients():
     assert torch.linalg.matrix_norm(w, ord=2).item() == pytest.approx(1.0, rel=0.05)
 
 
+def test_the_float32_spectral_norm_keeps_torchs_state_dict_and_values():
+    """Checkpoints of discriminators built with torch's own ``spectral_norm`` load, and compute the same."""
+    torch.manual_seed(13)
+    theirs = torch.nn.utils.parametrizations.spectral_norm(torch.nn.Conv2d(4, 8, 3))
+    ours = discriminators.spectral_norm(torch.nn.Conv2d(4, 8, 3))
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.rand(1, 4, 8, 8)
+    assert torch.equal(ours(x), theirs(x))                 # training mode: one power iteration each
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+
+
 def test_expert_committee_outputs_and_weighted_losses():
     torch.manual_seed(8)
     weights = {"colour": 2.0, "structure": 0.5, "frequency": 0.25}

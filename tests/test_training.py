@@ -4,6 +4,7 @@ training learns."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -15,6 +16,7 @@ from isp_support.train import TrainingError, checkpoint, losses, objectives, pai
 from isp_support.train.gram import gram_loss_for
 from isp_support.train import loop
 from isp_support.config import PreprocessConfig, load_config
+from isp_support.embed import weights_files
 from isp_support.data import open_dataset
 from isp_support.io import read_rgb_tensor
 from isp_support.pairing.baselines import random_graph
@@ -109,6 +111,36 @@ def test_pseudo_pairs_are_cut_with_one_offset_per_pair(tiny_dataset, run):
     assert ds.offsets.shape == (len(ds), 2) and ds.crop == 16
     x, y = ds[0]
     assert x.shape == y.shape == (3, 16, 16)
+
+
+def test_targets_decoded_once_give_the_same_batches(tiny_dataset, run):
+    cfg = cfg_for(tiny_dataset, run, **{"train.crop": 16})
+    src = pairs.pair_source(cfg, run)
+    cached = list(pairs.epoch_loader(src, 1, cfg, "cpu"))
+    assert list(src.cache_dir.glob("*.npy"))                                 # decoded into the run folder, once
+    plain = list(pairs.epoch_loader(src, 1, cfg, "cpu", decode_once=False))
+    assert all(torch.equal(a, b) for (xa, ya), (xb, yb) in zip(cached, plain) for a, b in ((xa, xb), (ya, yb)))
+
+
+def test_decoded_targets_are_rebuilt_when_a_file_changes_and_skip_unequal_sizes(tmp_path):
+    from isp_support.io import read_rgb_tensor
+    from isp_support.train.decoded import DecodedTargets
+
+    rng = np.random.default_rng(0)
+    files = [tmp_path / f"t_{i}.jpg" for i in range(3)]
+    for f in files:
+        Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(f, quality=90)
+    first = DecodedTargets.build(files, tmp_path / "cache")
+    assert all(torch.equal(first.tensor(f), read_rgb_tensor(f)) for f in files)   # the same values, bit for bit
+    assert DecodedTargets.build(files, tmp_path / "cache").array_path == first.array_path
+    Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(files[1], quality=90)
+    os.utime(files[1], ns=(1, 1))
+    again = DecodedTargets.build(files, tmp_path / "cache")
+    assert again.array_path != first.array_path and torch.equal(again.tensor(files[1]), read_rgb_tensor(files[1]))
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(files[2])
+    said = []
+    assert DecodedTargets.build(files, tmp_path / "cache", log=said.append) is None and "differ in size" in said[0]
+    assert not list((tmp_path / "cache").glob(".*partial*"))
 
 
 def test_kept_epoch_respects_the_structure_floor_and_keeps_epoch_0_as_a_candidate():
@@ -326,9 +358,15 @@ def test_corrupt_checkpoint_names_the_file(tiny_dataset, run):
 
 def test_result_json_records_settings_and_history(tiny_dataset, run):
     cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 1})
-    result = loop.train(cfg, run, name="record", progress=False, log=quiet)
+    lines = []
+    result = loop.train(cfg, run, name="record", progress=False, log=lines.append)
     saved = json.loads((result.folder / loop.RESULT).read_text())
     assert saved["settings"]["train"]["lr"] == cfg.train.lr and saved["settings"]["seed"] == cfg.seed
+    backends = {"cuda_matmul_allow_tf32": False, "cudnn_allow_tf32": False, "float32_matmul_precision": "highest",
+                "cudnn_benchmark": False, "cudnn_deterministic": True}
+    assert saved["backends"] == backends and saved["gram_backbone"] is None   # as set; no Gram term here
+    assert "backends" not in saved["settings"]                                  # not a setting: runs still load
+    assert any(f"backends {backends}" in line and "Gram backbone none" in line for line in lines)
     assert [h["epoch"] for h in saved["history"]] == [0, 1]
     assert saved["checkpoint_rule"] == "pseudo_loss" and result.summary()["checkpoint_rule"] == "pseudo_loss"
     assert {"colour_distance", "structure", "pseudo_loss"} <= set(result.summary()["best"])
@@ -346,6 +384,25 @@ def test_gram_layers_are_a_setting_of_the_run_recorded_only_when_set(tiny_datase
     trained = loop.train(short, run, name="layers-short", progress=False, log=quiet)
     assert list(trained.settings["train"]["gram_layers"]) == ["relu1_2", "relu2_2"]
     assert trained.history[1]["pseudo_loss"] != default.history[1]["pseudo_loss"]
+
+
+def test_a_stand_in_for_vgg19_is_recorded_as_the_gram_backbone_that_ran(tiny_dataset, run, monkeypatch, tmp_path):
+    """Outside the full profile VGG19's offline stand-in is used when its weights are missing, and recorded."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(weights_files, "_download_vgg19", lambda *a, **k: pytest.fail("tried to download VGG19"))
+    cfg = cfg_for(tiny_dataset, run, **{"train.epochs": 1, "train.gram": 1.0, "embed.style_backbone": "vgg19",
+                                        "embed.allow_download": False})
+    lines = []
+    first = loop.train(cfg, run, name="stand-in", progress=False, log=lines.append)
+    assert any(line.startswith("WARNING [gram loss]") and "INSTEAD OF" in line for line in lines)
+    assert any("Gram backbone vgg16_offline" in line for line in lines)
+    saved = json.loads((first.folder / loop.RESULT).read_text())
+    assert saved["gram_backbone"] == "vgg16_offline" and saved["settings"]["style_backbone"] == "vgg19"
+    assert saved["settings"][loop.GRAM_BACKBONE_RAN] == first.settings[loop.GRAM_BACKBONE_RAN] == "vgg16_offline"
+    lines.clear()
+    again = loop.train(cfg, run, name="stand-in", progress=False, log=lines.append)  # the finished run still loads
+    assert again.loaded and again.settings[loop.GRAM_BACKBONE_RAN] == "vgg16_offline"
+    assert any(line.startswith("WARNING") and "ran on vgg16_offline" in line for line in lines)
 
 
 def test_train_step_is_forward_loss_backward_and_one_optimiser_step():

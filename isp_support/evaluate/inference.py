@@ -30,7 +30,7 @@ from ..artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha
 from ..config import PreprocessConfig, config_from_dict, load_config
 from ..config_rules import resolve_device
 from ..config_rules import ConfigError
-from ..io import DataError, UnreadableFileError, read_raw, require_regular_file
+from ..io import DataError, UnreadableFileError, raw_shape, read_raw, require_regular_file
 from ..pipeline.errors import FFDNetUnavailableError, RawPipelineError
 from ..pipeline.preprocess import pipeline_settings
 from ..pipeline.raw import RawPipeline
@@ -311,18 +311,19 @@ def _write_record(out_dir: Path, entries: dict[str, dict[str, Any]], complete: b
 def _renderings(predictor: Predictor, todo: dict[str, Path], camera_wb: bool,
                 progress: bool) -> Iterator[list[tuple[str, torch.Tensor]]]:
     """``(output name, rendering)`` of ``todo`` (output name -> input): a list per batch of patches of one
-    size, then one per camera RAW file. Every patch is read, and so checked, before the first is rendered."""
+    size, then one per camera RAW file. Every patch's header is checked before the first is rendered (a
+    mis-shaped or truncated file fails at once); values are read and checked batch by batch, so memory
+    holds one batch, not the split (a bad value fails at its batch; the record keeps what was written)."""
     from tqdm.auto import tqdm
 
-    by_shape: dict[tuple[int, ...], list[tuple[str, np.ndarray]]] = {}
-    for name, f in tqdm([(n, f) for n, f in todo.items() if f.suffix.lower() == ".npy"], desc="read patches",
+    by_shape: dict[tuple[int, ...], list[tuple[str, Path]]] = {}
+    for name, f in tqdm([(n, f) for n, f in todo.items() if f.suffix.lower() == ".npy"], desc="check patches",
                         disable=not progress):
-        arr = read_raw(f)
-        by_shape.setdefault(arr.shape, []).append((name, arr))
+        by_shape.setdefault(raw_shape(f), []).append((name, f))
     for group in by_shape.values():
         for i in tqdm(range(0, len(group), predictor.batch_size), desc="render patches", disable=not progress):
             chunk = group[i:i + predictor.batch_size]
-            yield list(zip([n for n, _ in chunk], predictor.patches(np.stack([a for _, a in chunk]))))
+            yield list(zip([n for n, _ in chunk], predictor.patches(np.stack([read_raw(f) for _, f in chunk]))))
     for name, f in tqdm([(n, f) for n, f in todo.items() if f.suffix.lower() != ".npy"], desc="render RAW files",
                         disable=not progress):
         yield [(name, predictor.camera_raw(f, camera_wb)[0])]

@@ -19,6 +19,15 @@ Rules for the special cases
 * **Prime N** (N > 1): only the strips (1, N) and (N, 1) exist. Both are
   scored and the better one is chosen with the usual low-confidence rule;
   ``reason`` says ``"prime N: only strip layouts ..."``.
+* **A strip beating 2-D layouts**: when the best layout is (1, N) or (N, 1)
+  while a layout with more than one row and column also fits, the scene is
+  flagged low-confidence whatever the ratio, and ``reason`` says so. A strip's
+  score rests on one direction of seams while every 2-D layout's rests on two,
+  so the two are not measured alike, and a winning strip is how both scores
+  have failed (the paper score's weakness below; the normalised score before
+  it pooled its division, :mod:`~isp_support.pipeline.seams`). The
+  challenge's grids (2 x 7, 5 x 7, 6 x 7 and their transposes) are never
+  strips, so the flag costs a true strip scene only a second look.
 * **Patches of unequal size**, as when edge patches are cropped at the image
   border: a layout is valid only if all patches of each row share a height and
   all patches of each column share a width, so neighbours meet along a whole
@@ -38,8 +47,9 @@ Known weakness of the score
 The row strip (1, N) contains every true horizontal seam of a grid (R, C) and
 adds only the R - 1 "wrap" seams from the end of one row to the start of the
 next, while dropping the (R - 1) C true vertical seams. When a scene's true
-vertical seams happen to be rougher than its horizontal ones, the strip can win,
-mostly for grids with few rows, and not always with a low-confidence flag.
+vertical seams happen to be rougher than its horizontal ones, the strip can win
+with the paper score, mostly for grids with few rows; the strip rule above
+flags it.
 """
 
 from __future__ import annotations
@@ -130,9 +140,11 @@ class GridResult:
     ratio: float | None
     """``second_score / score`` (see the module docstring for ``score == 0``); ``None`` without a runner-up."""
     low_confidence: bool
-    """``ratio < low_confidence_ratio``: the two best layouts are too close to call."""
+    """``ratio < low_confidence_ratio`` (the two best layouts are too close to call), or a strip beat the
+    2-D layouts (see the module docstring)."""
     reason: str | None
-    """Why this scene is special (single patch, prime N, layouts excluded by patch sizes), else ``None``."""
+    """Why this scene is special (single patch, prime N, a strip beat the 2-D layouts, layouts excluded by
+    patch sizes), else ``None``."""
     excluded: dict[Layout, str]
     """Layouts ruled out by the patch sizes, with why."""
 
@@ -172,7 +184,10 @@ def _decide(scene: str | None, scores: dict[Layout, float], excluded: dict[Layou
     else:
         second = scores[ranked[1]]
         ratio = second / best if best > 0 else (1.0 if second == 0 else math.inf)
-    low = ratio is not None and ratio < low_confidence_ratio
+    strip_won = 1 in ranked[0] and any(1 not in layout for layout in scores)
+    if strip_won:
+        reasons.append(f"strip {ranked[0]} beat the 2-D layouts")
+    low = strip_won or (ratio is not None and ratio < low_confidence_ratio)
     return GridResult(scene, *ranked[0], best, second, dict(scores), ratio, low,
                       "; ".join(reasons) or None, excluded)
 

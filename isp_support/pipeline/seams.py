@@ -30,14 +30,28 @@ seam, adds only ``R - 1`` wrong "wrap" seams (the end of one row against the
 start of the next) and drops every true vertical seam. Where a scene's
 vertical seams are naturally rougher than its horizontal ones (most photos
 have more vertical than horizontal structure, or the other way round), the
-strip wins. ``score="normalised"`` divides each seam's difference by what a
+strip wins. ``score="normalised"`` divides the seams' differences by what a
 seam *should* cost there: the difference at the same offset ``b`` and in the
 same direction inside the two patches beside it, e.g. for a horizontal seam::
 
-    e_hor(r, c) / ((mean |A[:, W-2b:W-b] - A[:, W-b:]| + mean |B[:, :b] - B[:, b:2b]|) / 2 + 1e-9)
+    d_hor(r, c) = (mean |A[:, W-2b:W-b] - A[:, W-b:]| + mean |B[:, :b] - B[:, b:2b]|) / 2
 
-so a true seam costs about 1 in any direction and any texture, and a wrong one
-more.
+and the same ``d_ver`` across rows. The division is pooled over each
+direction of a layout, a ratio of means rather than a mean of ratios::
+
+    R_hor   = mean e_hor / (mean d_hor + 1e-9)     (means over the layout's n_hor = R (C - 1) seams)
+    R_ver   = mean e_ver / (mean d_ver + 1e-9)     (over its n_ver = (R - 1) C seams)
+    S(R, C) = (n_hor R_hor + n_ver R_ver) / (n_hor + n_ver)
+
+(a direction without seams adds nothing), so a true seam costs about 1 in
+either direction and any texture, and a wrong one more. Pooling is what keeps
+the score finite on flat content: a seam through a flat stretch (sky, a blown
+highlight) has a ``d`` of 0 while each patch's own JPEG compression still
+leaves a small step across it, and dividing seam by seam made that one seam
+cost about ``1e8`` and sank every layout that held it (the demo's 7 x 6
+target scene ``tgt004c1`` was read as a confident 1 x 42 strip, which has no
+vertical seams). Pooled, such a seam weighs what its texture does: the ratio
+of means is the mean of the seam ratios ``e / d`` weighted by ``d``.
 
 The default is ``normalised`` with ``b = 1`` (which compares adjacent pixels,
 where natural images are smoothest), chosen by its accuracy on the builder's
@@ -229,7 +243,7 @@ def score_group(group: list[Bands], layouts: list[Layout], border: int) -> torch
         inside_left = (left - l_in).abs().sum((-2, -1)) / (border * heights)
         inside_bottom = (b_in - bottom).abs().sum((-2, -1)) / (border * widths)
         inside_top = (top - t_in).abs().sum((-2, -1)) / (border * widths)
-        hor = hor / ((inside_right[:, :-1] + inside_left[:, 1:]) / 2 + _EPS)
+        hor_norm = (inside_right[:, :-1] + inside_left[:, 1:]) / 2
     next_index = torch.arange(1, n, device=device)
     out = []
     for rows, cols in layouts:
@@ -237,8 +251,22 @@ def score_group(group: list[Bands], layouts: list[Layout], border: int) -> torch
         if seams == 0:
             out.append(torch.full((len(group),), math.nan, dtype=torch.float64, device=device))
             continue
+        inside_row = next_index % cols != 0
         ver = (bottom[:, :n - cols] - top[:, cols:]).abs().sum((-2, -1)) / (border * widths[:n - cols])
         if normalised:
-            ver = ver / ((inside_bottom[:, :n - cols] + inside_top[:, cols:]) / 2 + _EPS)
-        out.append((hor[:, next_index % cols != 0].sum(-1) + ver.sum(-1)) / seams)
+            ver_norm = (inside_bottom[:, :n - cols] + inside_top[:, cols:]) / 2
+            total = _pooled(hor[:, inside_row], hor_norm[:, inside_row]) + _pooled(ver, ver_norm)
+        else:
+            total = hor[:, inside_row].sum(-1) + ver.sum(-1)
+        out.append(total / seams)
     return torch.stack(out, dim=1)
+
+
+def _pooled(errors: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+    """``n * mean(errors) / (mean(norms) + eps)`` over the ``n`` seams of one direction (last axis).
+
+    0 without seams, so a strip's missing direction adds nothing (the mean of none would be NaN).
+    """
+    if errors.shape[-1] == 0:
+        return errors.sum(-1)
+    return errors.shape[-1] * errors.mean(-1) / (norms.mean(-1) + _EPS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import pickle
 import re
 from pathlib import Path
@@ -21,20 +22,24 @@ import torch
 from . import TrainingError
 from .models import ColourNet
 from .precision import precision
-from ..artifacts import sha256_file
+from ..artifacts import atomic_write_bytes, sha256_file
 from ..config import Config, PreprocessConfig
 from ..io import DataError, require_regular_file
 
-__all__ = ["EPOCHS", "epoch_models", "load_epoch", "load_model", "load_state", "read_checkpoint", "run_settings",
-           "to_bytes", "weights_bytes"]
+__all__ = ["EPOCHS", "GRAM_BACKBONE_RAN", "epoch_models", "load_epoch", "load_model", "load_state", "read_checkpoint", "run_settings",
+           "same_settings", "sample_path", "save_samples", "to_bytes", "weights_bytes"]
 
 EPOCHS = "epochs"
 """Folder of a run holding every epoch's evaluated weights (``epoch_<e>.pt``)."""
+GRAM_BACKBONE_RAN = "gram_backbone_ran"
+"""Settings key of a run whose Gram loss ran on another backbone than ``EmbedConfig.style_backbone`` (VGG19's
+stand-in, :func:`~isp_support.train.gram.gram_loss_for`); absent when it ran on the configured one."""
 
 
 def run_settings(cfg: Config, stage: int, src: Any, init: Path | None, device: str) -> dict[str, Any]:
     """What a run's weights depend on (``src``: its :class:`~isp_support.train.pairs.PairSource`); a finished
-    run or checkpoint is loaded only with the same settings."""
+    run or checkpoint is loaded only with the same settings. Training adds ``gram_backbone_ran`` when the Gram
+    loss loads another backbone than ``style_backbone`` (:data:`isp_support.train.loop.GRAM_BACKBONE_RAN`)."""
     train = dataclasses.asdict(cfg.train)
     if train["gram_layers"] is None:  # added later: recorded when set, so runs trained before it still load
         del train["gram_layers"]
@@ -42,6 +47,17 @@ def run_settings(cfg: Config, stage: int, src: Any, init: Path | None, device: s
             "stage2": dataclasses.asdict(cfg.stage2) if stage == 2 else None, "data": src.fingerprint(),
             "style_backbone": cfg.embed.style_backbone, "precision": precision(device, cfg.train.amp, cfg.train.cpu_amp),
             "init_sha256": sha256_file(init) if init else None}
+
+
+def same_settings(recorded: Any, settings: dict[str, Any]) -> tuple[bool, str | None]:
+    """Whether a finished run's recorded settings are ``settings``, and the Gram stand-in it recorded (or ``None``).
+
+    :data:`GRAM_BACKBONE_RAN` is not compared: which backbone loads is known only once it is loaded, and the run is
+    what it was trained as."""
+    ran = recorded.get(GRAM_BACKBONE_RAN) if isinstance(recorded, dict) else None
+    if ran is not None:
+        recorded = {k: v for k, v in recorded.items() if k != GRAM_BACKBONE_RAN}
+    return recorded == json.loads(json.dumps(settings, sort_keys=True)), ran
 
 
 def to_bytes(obj: Any) -> bytes:
@@ -135,3 +151,20 @@ def epoch_models(folder: str | Path, device: str = "cpu") -> dict[int, ColourNet
         raise TrainingError(f"{Path(folder) / EPOCHS}: no per-epoch weights; the run predates them or never "
                             f"started (train it again with retrain=True)")
     return {int(f.stem.split("_")[1]): load_model(f, device) for f in files}
+
+
+def sample_path(folder: str | Path, epoch: int) -> Path:
+    """The validation renderings a run saves after ``epoch``: inputs above, outputs below."""
+    return Path(folder) / "samples" / f"epoch_{epoch:03d}.png"
+
+
+def save_samples(folder: Path, epoch: int, inputs: torch.Tensor, preds: torch.Tensor) -> None:
+    """Inputs (top row) and this epoch's predictions (bottom row) as one PNG."""
+    from PIL import Image
+
+    top = torch.cat(list(inputs.float()), dim=2)
+    bottom = torch.cat(list(preds.float()), dim=2)
+    grid = (torch.cat([top, bottom], dim=1).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, format="PNG")
+    atomic_write_bytes(sample_path(folder, epoch), buf.getvalue())

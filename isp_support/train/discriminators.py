@@ -19,7 +19,8 @@ mapping), each seeing a different fixed view of the image:
   over-sharpening, nothing of the global colour.
 * ``frequency``: the log-magnitude spectrum ``log1p(|rfft2|)`` of
   non-overlapping ``patch`` x ``patch`` luma patches (mean removed, Hann
-  window against edge leakage, zero frequency shifted to the centre row),
+  window against edge leakage, zero frequency shifted to the centre row;
+  always computed in float32, whatever the input's dtype or autocast),
   each read by a small CNN with global pooling into one logit per patch. It
   sees the shape of the spectrum: noise floor, sharpness fall-off,
   periodic (demosaicing, upsampling, JPEG-grid) peaks.
@@ -30,11 +31,13 @@ also return the per-expert values, which training logs (``d_colour``, ...).
 
 *Spectral normalisation* (``torch.nn.utils.parametrizations.spectral_norm``,
 one power iteration per training-mode forward) is on every inner
-convolution. Following Real-ESRGAN, the first and last layers of each
-discriminator are left plain by default: an SN network is 1-Lipschitz, and
-the experts' inputs (high-pass residuals, chroma offsets) are small, so a
-free first layer lets the network set its own input gain and a free last
-layer its logit scale. ``sn_first_last=True`` normalises them too.
+convolution, computed in float32 with autocast off (:class:`_Float32SpectralNorm`:
+CUDA autocast would run its ``mv`` and ``vdot`` in bfloat16, a weight's
+``sigma`` to bfloat16's three digits). Following Real-ESRGAN, the first and
+last layers of each discriminator are left plain by default: an SN network is
+1-Lipschitz, and the experts' inputs (high-pass residuals, chroma offsets) are
+small, so a free first layer lets the network set its own input gain and a
+free last layer its logit scale. ``sn_first_last=True`` normalises them too.
 
 *Determinism.* Construction (including the spectral-norm power-iteration
 vectors) only draws from torch's global generator, so it is reproducible
@@ -54,7 +57,8 @@ import torch.nn.functional as F
 from kornia.color import rgb_to_yuv
 from kornia.filters import gaussian_blur2d, sobel
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 from .losses import hinge_d_loss, hinge_g_loss
 
@@ -83,6 +87,28 @@ class Discriminator(nn.Module):
     def g_loss(self, fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Eq. 12, ``-mean(D(fake))``, for the generator."""
         return hinge_g_loss(self(fake)), {}
+
+
+class _Float32SpectralNorm(_SpectralNorm):
+    """torch's spectral-norm parametrization with autocast off: the power iteration and ``sigma`` in the
+    weight's own dtype (float32), not bfloat16.
+
+    Under CUDA autocast torch's own runs ``mv`` and ``vdot`` in bfloat16 (CPU autocast leaves them alone), so
+    the Lipschitz bound would differ by device and jitter with bfloat16's rounding. The convolution using the
+    normalised weight is still autocast. Same buffers (``_u``, ``_v``) and state-dict keys as torch's
+    ``spectral_norm``, so checkpoints written with either load into the other.
+    """
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(weight.device.type, enabled=False):
+            return super().forward(weight)
+
+
+def spectral_norm(module: nn.Module) -> nn.Module:
+    """``torch.nn.utils.parametrizations.spectral_norm(module)`` (its defaults) with autocast off
+    (:class:`_Float32SpectralNorm`)."""
+    parametrize.register_parametrization(module, "weight", _Float32SpectralNorm(module.weight))
+    return module
 
 
 def _sn(module: nn.Module, enabled: bool = True) -> nn.Module:
@@ -213,20 +239,27 @@ class FrequencyExpert(nn.Module):
         )
 
     def view(self, rgb: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """What the expert sees: ``(B * n, 1, p, p // 2 + 1)`` patch log-spectra, and the patch grid ``(nh, nw)``."""
-        p = min(self.patch, *rgb.shape[-2:])
-        y = _luma(rgb)
-        nh, nw = y.shape[-2] // p, y.shape[-1] // p
-        patches = y[..., : nh * p, : nw * p].unfold(2, p, p).unfold(3, p, p)  # (B, 1, nh, nw, p, p)
-        patches = patches.reshape(-1, 1, p, p)
-        patches = patches - patches.mean(dim=(-2, -1), keepdim=True)
-        window = torch.hann_window(p, periodic=False, dtype=rgb.dtype, device=rgb.device) if p > 2 else None
-        if window is not None:
-            patches = patches * torch.outer(window, window)
-        spec = torch.fft.rfft2(patches, norm="ortho")
-        power = spec.real.square() + spec.imag.square()
-        logmag = torch.log1p(torch.sqrt(power + 1e-12))
-        return torch.fft.fftshift(logmag, dim=-2), (nh, nw)
+        """What the expert sees: ``(B * n, 1, p, p // 2 + 1)`` float32 patch log-spectra, and the patch grid
+        ``(nh, nw)``.
+
+        Computed from ``rgb`` in float32 with autocast off: CUDA has no bfloat16 FFT (CPU autocast casts FFTs
+        to float32, CUDA's does not), and the mean removal and window before it would round in bfloat16. The
+        network reading the spectra runs under whatever autocast the caller set.
+        """
+        with torch.autocast(rgb.device.type, enabled=False):
+            p = min(self.patch, *rgb.shape[-2:])
+            y = _luma(rgb.float())
+            nh, nw = y.shape[-2] // p, y.shape[-1] // p
+            patches = y[..., : nh * p, : nw * p].unfold(2, p, p).unfold(3, p, p)  # (B, 1, nh, nw, p, p)
+            patches = patches.reshape(-1, 1, p, p)
+            patches = patches - patches.mean(dim=(-2, -1), keepdim=True)
+            window = torch.hann_window(p, periodic=False, dtype=y.dtype, device=y.device) if p > 2 else None
+            if window is not None:
+                patches = patches * torch.outer(window, window)
+            spec = torch.fft.rfft2(patches, norm="ortho")
+            power = spec.real.square() + spec.imag.square()
+            logmag = torch.log1p(torch.sqrt(power + 1e-12))
+            return torch.fft.fftshift(logmag, dim=-2), (nh, nw)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         spec, (nh, nw) = self.view(rgb)

@@ -154,6 +154,7 @@ class GramLoss(nn.Module):
         self.scale = float(scale)
         self.reduction = reduction
         self.backbone_name = name or type(backbone).__name__
+        """The backbone the loss runs on (:func:`gram_loss_for`: the one that loaded, which training records)."""
         self.weights_info: Any = None
         """The backbone's :class:`~isp_support.embed.weights_files.WeightsInfo` when built by :func:`gram_loss_for`."""
         self.target_cache: TargetGramCache | None = None
@@ -223,12 +224,15 @@ def gram_loss_for(cfg: Any, device: str | torch.device = "cpu", log: Callable[[s
 
     ``cfg`` is a :class:`~isp_support.config.Config` (its ``embed``) or an
     :class:`~isp_support.config.EmbedConfig`. With ``style_backbone='vgg19'`` (the
-    paper's, and the ``full`` profile's) VGG19 is loaded; when its weights are not
-    available (:class:`~isp_support.embed.weights_files.WeightsUnavailableError`) the offline
-    ImageNet VGG16 is used instead and the line says so, with the reason. With
-    ``style_backbone='vgg16_offline'`` (the ``tiny`` / ``demo`` profiles) VGG19 is
-    not tried, so those profiles never download anything. Other loading errors
-    (e.g. a checksum mismatch) propagate.
+    paper's, and the ``full`` profile's) VGG19 is loaded. When its weights are not
+    available (:class:`~isp_support.embed.weights_files.WeightsUnavailableError`),
+
+    for a ``Config`` of the ``full`` profile (the paper's settings) it is raised again, saying how to
+    provide them or to choose the stand-in explicitly (``embed.style_backbone=vgg16_offline``); otherwise
+    the offline ImageNet VGG16 stands in and a ``WARNING`` line says so. :attr:`GramLoss.backbone_name` is
+    the backbone that loaded, which training records. With ``style_backbone='vgg16_offline'`` (the ``tiny`` / ``demo``
+    profiles) VGG19 is not tried, so those profiles never download anything. Other loading
+    errors (e.g. a checksum mismatch) propagate.
 
     ``layers``, ``scale`` and ``reduction`` are passed to :class:`GramLoss`;
     ``scale=None`` means the chosen backbone's :data:`INPUT_SCALE_CORRECTION`
@@ -258,9 +262,12 @@ def gram_loss_for(cfg: Any, device: str | torch.device = "cpu", log: Callable[[s
             name = "vgg19"
         except WeightsUnavailableError as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if getattr(cfg, "profile", None) == "full":
+                raise _no_silent_stand_in(reason) from exc
             backbone, info = load_backbone("vgg16_offline", embed, device, log=log)
-            log(f"[gram loss] backbone: vgg16_offline INSTEAD OF the paper's vgg19, whose weights are "
-                f"unavailable ({reason}); loss values are not comparable with VGG19's")
+            log(f"WARNING [gram loss] backbone: vgg16_offline INSTEAD OF the paper's vgg19, whose weights are "
+                f"unavailable ({reason}); loss values are not comparable with VGG19's, and training records "
+                f"vgg16_offline as the Gram backbone that ran")
             name = "vgg16_offline"
     else:
         raise ValueError(f"style_backbone {wanted!r} cannot serve the Gram loss; use 'vgg19' or 'vgg16_offline'")
@@ -269,6 +276,17 @@ def gram_loss_for(cfg: Any, device: str | torch.device = "cpu", log: Callable[[s
     loss = GramLoss(backbone, layers=layers, scale=scale, name=name, reduction=reduction)
     loss.weights_info = info
     return loss
+
+
+def _no_silent_stand_in(reason: str) -> Exception:
+    from ..embed.weights_files import WeightsUnavailableError
+
+    return WeightsUnavailableError(
+        f"the full profile's Gram loss needs the paper's VGG19, whose weights are unavailable ({reason}). "
+        f"Provide them: set EmbedConfig.vgg19_weights to a torchvision VGG19 checkpoint, or fetch them "
+        f"with `isp-support prepare-weights --profile full`. Or choose the offline ImageNet VGG16 "
+        f"stand-in explicitly with embed.style_backbone=vgg16_offline; the run then records it as its "
+        f"Gram backbone")
 
 
 def training_gram_loss(cfg: Any, device: str | torch.device = "cpu", log: Callable[[str], None] = print) -> GramLoss:

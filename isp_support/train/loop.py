@@ -14,6 +14,7 @@
   so that notebooks can score each against ground truth, for scoring only.
 * **Arithmetic** (:mod:`isp_support.train.precision`): bfloat16 autocast of the steps on CUDA
   (``TrainConfig.amp``) and on request on a CPU that computes it natively (``cpu_amp``); validation is float32.
+  Backend flags (:func:`~isp_support.train.precision.configure_backends`) and the Gram backbone that ran go to ``result.json``.
 * **Robustness.** A step whose loss is not finite is skipped (no update) and counted. After every epoch
   a full checkpoint (weights, optimiser, schedule, EMA, discriminator, history) is written atomically; a
   killed run resumes from the last one and ends with the same weights as an uninterrupted run. A finished
@@ -39,12 +40,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from . import TrainingError
-from .checkpoint import EPOCHS, load_model, load_state, run_settings, to_bytes, weights_bytes
+from .checkpoint import (EPOCHS, GRAM_BACKBONE_RAN, load_model, load_state, run_settings, same_settings, sample_path,
+                         save_samples, to_bytes, weights_bytes)
 from .gram import training_gram_loss
 from .models import ColourNet, count_parameters
 from .objectives import AdversarialObjective, Loss, Objective, discriminator, generator_loss, loss_weights
 from .pairs import PairSource, epoch_loader, pair_source
-from .precision import autocast, uses_bf16
+from .precision import autocast, configure_backends, uses_bf16
 from .validate import FIGURES, HELD_OUT_GRAM_CACHE_BYTES, Validator, checkpoint_rule, choice_notes, kept_epoch
 from ..artifacts import atomic_write_bytes, atomic_write_json
 from ..config import Config, TrainConfig
@@ -93,23 +95,6 @@ class TrainResult:
                 "parameters": count_parameters(self.model), "seconds": round(self.seconds, 2),
                 "untrained": {k: self.untrained[k] for k in keys}, "best": {k: self.best[k] for k in keys},
                 "notes": self.notes}
-
-
-def sample_path(folder: str | Path, epoch: int) -> Path:
-    """The validation renderings a run saves after ``epoch``: inputs above, outputs below."""
-    return Path(folder) / "samples" / f"epoch_{epoch:03d}.png"
-
-
-def _save_samples(folder: Path, epoch: int, inputs: torch.Tensor, preds: torch.Tensor) -> None:
-    """Inputs (top row) and this epoch's predictions (bottom row) as one PNG."""
-    from PIL import Image
-
-    top = torch.cat(list(inputs.float()), dim=2)
-    bottom = torch.cat(list(preds.float()), dim=2)
-    grid = (torch.cat([top, bottom], dim=1).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    buf = io.BytesIO()
-    Image.fromarray(grid).save(buf, format="PNG")
-    atomic_write_bytes(sample_path(folder, epoch), buf.getvalue())
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -162,6 +147,8 @@ class _Run:
     objective: Objective
     validator: Validator
     amp: bool
+    backends: dict[str, Any]
+    gram_backbone: str | None  # None: no Gram term
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0
     seconds: float = 0.0
@@ -188,6 +175,7 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
     """
     if stage not in (1, 2):
         raise TrainingError(f"stage must be 1 or 2, got {stage!r}")
+    backends = configure_backends()
     run_dir = Path(run_dir)
     src = pair_source(cfg, run_dir, pairing)
     rule = checkpoint_rule(cfg, src.pairing)
@@ -199,7 +187,7 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
         shutil.rmtree(folder)
     if (folder / RESULT).is_file():
         return _finished(folder, name, stage, src, settings, device, log)
-    run = _set_up(cfg, stage, src, name, folder, init, settings, rule, device, log)
+    run = _set_up(cfg, stage, src, name, folder, init, settings, rule, device, backends, log)
     _resume(run, log)
     best_epoch = kept_epoch(run.history, rule, cfg.train.min_structure)
     for epoch in range(run.start, run.epochs + 1):
@@ -224,10 +212,15 @@ def _start_weights(cfg: Config, run_dir: Path, stage: int, pairing: str, init: s
 
 def _finished(folder: Path, name: str, stage: int, src: PairSource, settings: dict[str, Any], device: str,
               log: Callable[[str], None]) -> TrainResult:
-    """The finished run in ``folder``, when it was trained with ``settings``; else a :class:`TrainingError`."""
+    """The finished run in ``folder``, when it was trained with ``settings`` (:func:`same_settings`); else a
+    :class:`TrainingError`."""
     done = json.loads((folder / RESULT).read_text())
-    if done.get("settings") == json.loads(json.dumps(settings, sort_keys=True)):
+    same, ran = same_settings(done.get("settings"), settings)
+    if same:
         log(f"[train] {name}: finished run found in {folder}; loading it (retrain=True to train again)")
+        if ran is not None:
+            log(f"WARNING [train] {name}: its Gram loss ran on {ran}, not the configured {settings['style_backbone']}")
+            settings = {**settings, GRAM_BACKBONE_RAN: ran}
         return TrainResult(name, folder, stage, src.pairing, load_model(folder / BEST, device), done["history"],
                            done["best_epoch"], settings, done["skipped_steps"], True, src.val_ids,
                            done["seconds"], done["notes"], done["checkpoint_rule"])
@@ -257,9 +250,11 @@ def _schedule(opt: torch.optim.Optimizer, tc: TrainConfig, steps: int) -> torch.
 
 
 def _set_up(cfg: Config, stage: int, src: PairSource, name: str, folder: Path, init: Path | None,
-            settings: dict[str, Any], rule: str, device: str, log: Callable[[str], None]) -> _Run:
+            settings: dict[str, Any], rule: str, device: str, backends: dict[str, Any],
+            log: Callable[[str], None]) -> _Run:
     """A run's networks, optimisers, schedule, EMA, objective and validator, built in a fixed order (torch's
-    generator, seeded here, draws the colour network's weights, then the discriminator's)."""
+    generator, seeded here, draws the colour network's weights, then the discriminator's). A Gram stand-in adds
+    :data:`~isp_support.train.checkpoint.GRAM_BACKBONE_RAN` to ``settings``: it never resumes the other's."""
     tc = cfg.train
     torch.manual_seed(cfg.seed)
     model = ColourNet(hidden=tc.hidden, head=tc.head)
@@ -278,15 +273,19 @@ def _set_up(cfg: Config, stage: int, src: PairSource, name: str, folder: Path, i
     gram = None
     if weights.gram:
         gram = training_gram_loss(cfg, device, log=log)
+        if gram.backbone_name != cfg.embed.style_backbone:
+            settings = {**settings, GRAM_BACKBONE_RAN: gram.backbone_name}
     # The held-out loss takes the stage-1 weights (stage 2 only lowers mom and TV: same Gram), no adversarial term.
     held_weights = loss_weights(cfg, 1, src.pairing)
     held_gram = None if gram is None else gram.with_target_cache(HELD_OUT_GRAM_CACHE_BYTES)
     validator = Validator.for_source(src, cfg, device, loss=lambda p, y: generator_loss(
         p, y, held_weights, held_gram, src.pairing, tc.paired_loss)[0])
     loss = partial(generator_loss, weights=weights, gram=gram, pairing=src.pairing, paired_loss=tc.paired_loss)
-    log(f"[train] {name}: training steps in {settings['precision']} (amp={tc.amp}, cpu_amp={tc.cpu_amp}); validation float32")
+    gram_backbone = None if gram is None else gram.backbone_name
+    log(f"[train] {name}: training steps in {settings['precision']} (amp={tc.amp}, cpu_amp={tc.cpu_amp}); validation "
+        f"float32; Gram backbone {gram_backbone or 'none (no Gram term)'}; backends {backends}")
     return _Run(cfg, stage, src, name, folder, init, settings, rule, device, model, model_args, epochs, opt, sched,
-                ema, objective(loss), validator, uses_bf16(device, tc.amp, tc.cpu_amp))
+                ema, objective(loss), validator, uses_bf16(device, tc.amp, tc.cpu_amp), backends, gram_backbone)
 
 
 def _resume(run: _Run, log: Callable[[str], None]) -> None:
@@ -310,7 +309,7 @@ def _resume(run: _Run, log: Callable[[str], None]) -> None:
         return
     figures, preds = run.validator.evaluate(run.eval_model(), run.device)
     run.history.append({"epoch": 0, **figures, "loss": None, "terms": {}, "skipped": 0, "seconds": 0.0})
-    _save_samples(run.folder, 0, run.validator.inputs[run.validator.sample_idx], preds)
+    save_samples(run.folder, 0, run.validator.inputs[run.validator.sample_idx], preds)
     blob = weights_bytes(run.eval_model(), run.model_args, 0, figures, run.cfg.preprocess)
     atomic_write_bytes(run.folder / EPOCHS / "epoch_000.pt", blob)
     atomic_write_bytes(run.folder / BEST, blob)
@@ -351,7 +350,7 @@ def _epoch(run: _Run, epoch: int, progress: bool, log: Callable[[str], None]) ->
     if epoch_skipped:
         log(f"[train] {run.name} epoch {epoch}: skipped {epoch_skipped} step(s) with a non-finite loss")
     run.history.append(record)
-    _save_samples(run.folder, epoch, run.validator.inputs[run.validator.sample_idx], preds)
+    save_samples(run.folder, epoch, run.validator.inputs[run.validator.sample_idx], preds)
     blob = weights_bytes(run.eval_model(), run.model_args, epoch, figures, run.cfg.preprocess)
     atomic_write_bytes(run.folder / EPOCHS / f"epoch_{epoch:03d}.pt", blob)
     return record, blob
@@ -374,7 +373,7 @@ def _keep(run: _Run, epoch: int, blob: bytes) -> int:
 
 
 def _finish(run: _Run, best_epoch: int, log: Callable[[str], None]) -> TrainResult:
-    """Write ``result.json`` (settings, history, the kept epoch and why) and return the run with its kept weights."""
+    """Write ``result.json`` (settings, history, the kept epoch and why, backends, Gram backbone); return the run."""
     tc = run.cfg.train
     notes = choice_notes(run.history, best_epoch, run.rule, tc.min_structure,
                          "the untrained identity network" if run.init is None else f"the weights of {run.init}")
@@ -384,7 +383,8 @@ def _finish(run: _Run, best_epoch: int, log: Callable[[str], None]) -> TrainResu
         notes.append(f"{run.skipped} step(s) skipped for a non-finite loss")
     atomic_write_json(run.folder / RESULT, {"settings": json.loads(run.settings_json), "history": run.history,
                                             "best_epoch": best_epoch, "checkpoint_rule": run.rule,
-                                            "skipped_steps": run.skipped, "seconds": run.seconds, "notes": notes})
+                                            "skipped_steps": run.skipped, "seconds": run.seconds, "notes": notes,
+                                            "backends": run.backends, "gram_backbone": run.gram_backbone})
     for note in notes:
         log(f"[train] {run.name}: {note}")
     return TrainResult(run.name, run.folder, run.stage, run.src.pairing, load_model(run.folder / BEST, run.device),

@@ -32,6 +32,7 @@ from ..data import open_dataset
 from ..io import read_rgb_tensor
 from ..pairing.graph import PairGraph
 from ..pipeline.preprocess import output_path
+from .decoded import DecodedTargets
 
 __all__ = ["PairSource", "cut", "epoch_loader", "epoch_plan", "pair_source", "read_source"]
 
@@ -52,6 +53,9 @@ class PairSource:
     """``train/gt`` rendering of every source id (``paired`` only; empty otherwise)."""
     graph: PairGraph | None
     graph_file: Path | None
+    cache_dir: Path | None = None
+    """Where the training targets are decoded once (:class:`~isp_support.train.decoded.DecodedTargets`);
+    ``None``: decoded when read."""
 
     def fingerprint(self) -> dict[str, Any]:
         """What the trained weights depend on, for the settings hash."""
@@ -107,7 +111,7 @@ def pair_source(cfg: Config, run_dir: str | Path, pairing: str | None = None) ->
         train_ids=tuple(i for i in ids if scene_of[i] not in val_scenes),
         val_ids=tuple(i for i in ids if scene_of[i] in val_scenes),
         val_scenes=val_scenes, source_files=source_files, target_files=target_files, gt_files=gt_files,
-        graph=graph, graph_file=graph_file)
+        graph=graph, graph_file=graph_file, cache_dir=RunLayout(run_dir).root / "cache" / "decoded")
 
 
 def epoch_plan(src: PairSource, epoch: int, seed: int) -> tuple[list[str], list[Path], np.random.Generator]:
@@ -156,14 +160,16 @@ class _PairDataset(torch.utils.data.Dataset):
     relative window, as a true pair's do.
     """
 
-    def __init__(self, sources: list[Path], targets: list[Path], offsets: np.ndarray | None, crop: int | None):
-        self.sources, self.targets, self.offsets, self.crop = sources, targets, offsets, crop
+    def __init__(self, sources: list[Path], targets: list[Path], offsets: np.ndarray | None, crop: int | None,
+                 decoded: DecodedTargets | None = None):
+        self.sources, self.targets, self.offsets, self.crop, self.decoded = sources, targets, offsets, crop, decoded
 
     def __len__(self) -> int:
         return len(self.sources)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = read_source(self.sources[i]), read_rgb_tensor(self.targets[i])
+        x = read_source(self.sources[i])
+        y = self.decoded.tensor(self.targets[i]) if self.decoded else read_rgb_tensor(self.targets[i])
         if self.crop is None:
             if x.shape != y.shape:
                 raise TrainingError(f"{self.sources[i]} is {tuple(x.shape)} but its target {self.targets[i]} is "
@@ -173,10 +179,15 @@ class _PairDataset(torch.utils.data.Dataset):
         return cut(x, self.crop, fy, fx, self.sources[i]), cut(y, self.crop, fy, fx, self.targets[i])
 
 
-def epoch_loader(src: PairSource, epoch: int, cfg: Config, device: str) -> torch.utils.data.DataLoader:
-    """Epoch ``epoch``'s batches in plan order (:func:`epoch_plan`), cut at seeded offsets with ``TrainConfig.crop``."""
+def epoch_loader(src: PairSource, epoch: int, cfg: Config, device: str, decode_once: bool = True,
+                 log=print) -> torch.utils.data.DataLoader:
+    """Epoch ``epoch``'s batches in plan order (:func:`epoch_plan`), cut at seeded offsets with ``TrainConfig.crop``;
+    targets decoded once for all epochs (:class:`~isp_support.train.decoded.DecodedTargets`, the same values) unless
+    ``decode_once=False`` or ``src.cache_dir`` is ``None``."""
     order, targets, rng = epoch_plan(src, epoch, cfg.seed)
     offsets = rng.random((len(order), 2)) if cfg.train.crop else None
-    ds = _PairDataset([src.source_files[i] for i in order], targets, offsets, cfg.train.crop)
+    files = src.gt_files if src.graph is None else src.target_files
+    decoded = DecodedTargets.build(files.values(), src.cache_dir, log) if decode_once and src.cache_dir else None
+    ds = _PairDataset([src.source_files[i] for i in order], targets, offsets, cfg.train.crop, decoded)
     return torch.utils.data.DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=False, drop_last=False,
                                        num_workers=cfg.train.workers, pin_memory=device.startswith("cuda"))
