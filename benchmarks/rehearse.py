@@ -91,6 +91,18 @@ def score(zip_path: Path, truth: Path, split: str) -> dict[str, float]:
     return {k: v / n for k, v in sums.items()} | {"images": n}
 
 
+def grid_check(run: Path, truth: Path) -> dict[str, int]:
+    """Notebook 02's recovered grids against the rehearsal's: right, wrong but flagged low-confidence, wrong."""
+    found = json.loads((run / "stitched" / "grids.json").read_text())
+    kind = {"train/raws": "train/raw", "train/jpegs": "train/jpeg", "val/raws": "val/raw", "test/raws": "test/raw"}
+    counts = {"right": 0, "wrong_flagged": 0, "wrong": 0}
+    for rec in json.loads((truth / "rehearsal.json").read_text())["scene_records"]:
+        got = found[kind[rec["part"]]][rec["scene"]]
+        right = (got["rows"], got["cols"]) == (rec["rows"], rec["cols"])
+        counts["right" if right else "wrong_flagged" if got["low_confidence"] else "wrong"] += 1
+    return counts
+
+
 def rehearse(scenes: int, args: argparse.Namespace, overrides: dict[str, object]) -> dict[str, object]:
     cli = [sys.executable, "-m", "isp_support.cli"]
     data, run = args.out / f"data-{scenes}", args.out / f"run-{scenes}"
@@ -111,6 +123,9 @@ def rehearse(scenes: int, args: argparse.Namespace, overrides: dict[str, object]
               + ("" if status == 0 else f"  FAILED ({status})"), flush=True)
         if status:
             return {"scenes": scenes, "patches": patches, "notebooks": notebooks, "failed": nb}
+    grids = grid_check(run, truth)
+    print(f"  {scenes} scenes · grids recovered: {grids['right']} right, {grids['wrong_flagged']} wrong but flagged, "
+          f"{grids['wrong']} wrong and not flagged")
     metrics = json.loads((run / "metrics" / "06_evaluate.json").read_text())
     method = metrics["export"]["method"]
     checkpoint = run / "train" / f"stage1_{method}" / "best.pt"
@@ -126,6 +141,7 @@ def rehearse(scenes: int, args: argparse.Namespace, overrides: dict[str, object]
         print(f"  {scenes} scenes · submission {split}: {s['images']} images, PSNR {s['psnr']:.2f} dB, "
               f"SSIM {s['ssim']:.3f}, CIEDE2000 {s['delta_e2000']:.2f} (against the ground truth kept outside)")
     return {"scenes": scenes, "patches": patches, "run_dir": str(run), "notebooks": notebooks, "predict": predict,
+            "grids": grids,
             "submission_scores": scores, "series_json": json.loads((run / "series.json").read_text())}
 
 

@@ -118,3 +118,30 @@ def test_the_landing_page_says_why_a_run_without_ground_truth_has_no_table():
 
     text = _landing({"split": "test", "scored": False, "submissions": {"val": {}, "test": {}}}, ["06_evaluate"])
     assert "has no ground truth" in text and "(`val`, `test`)" in text and "wrote no" not in text
+
+
+def _rehearse_module():
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    return importlib.import_module("rehearse")
+
+
+def test_the_rehearsal_benchmark_fits_growth_per_notebook():
+    rehearse = _rehearse_module()
+    results = [{"patches": p, "notebooks": {"01_preprocess": {"seconds": 10 + 0.5 * p, "peak_rss_mb": 900.0}}}
+               for p in (100, 200, 400)]
+    fit = rehearse.fit(results)
+    assert fit["01_preprocess seconds"]["b_per_patch"] == pytest.approx(0.5)
+    assert fit["01_preprocess seconds"]["at_challenge_scale"] == pytest.approx(10 + 0.5 * rehearse.CHALLENGE_PATCHES)
+    assert fit["01_preprocess peak_rss_mb"]["b_per_patch"] == pytest.approx(0.0, abs=1e-9)
+    assert rehearse.fit(results[:1]) == {}  # one size: nothing to fit
+
+
+@pytest.mark.notebooks
+def test_every_rehearsal_grid_is_recovered_or_flagged(challenge_series):
+    run_dir, _, data_dir = challenge_series
+    counts = _rehearse_module().grid_check(run_dir, data_dir.with_name(f"{data_dir.name}-truth"))
+    assert counts["wrong"] == 0 and sum(counts.values()) == 6
