@@ -145,3 +145,38 @@ def test_every_rehearsal_grid_is_recovered_or_flagged(challenge_series):
     run_dir, _, data_dir = challenge_series
     counts = _rehearse_module().grid_check(run_dir, data_dir.with_name(f"{data_dir.name}-truth"))
     assert counts["wrong"] == 0 and sum(counts.values()) == 6
+
+
+def test_the_gpu_estimate_scales_with_pixels_and_with_the_patch_count():
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    est = importlib.import_module("estimate_gpu")
+    assert "ESTIMATE, not a measurement" in est.HEADER
+    work = est.count_work(scale=est.Scale(), d_sides=(16, 32))
+    # Convolutional networks are linear in pixels: the same FLOP per pixel at two sides (counted on the meta device,
+    # the discriminators on the CPU) ...
+    per_pixel = work["conv_flop_per_pixel"]
+    for net in ("vgg19", "colournet"):
+        assert per_pixel[f"{net} 64px"] == pytest.approx(per_pixel[f"{net} 128px"], rel=0.02)
+    assert all(d["spread"] < 0.02 for d in work["discriminators"].values())
+    # ... but DemosaicNet's 31-32 px reflect margins are not: small patches cost more per pixel, hence the full size.
+    assert work["preprocess_per_output_pixel"]["64"] > 1.2 * work["preprocess_per_output_pixel"]["512"]
+    one, two = est.estimate(work, est.Scale()), est.estimate(work, est.Scale().scaled(2))
+
+    def seconds(rows, notebook, kind, what=""):
+        return sum(r.seconds for r in rows if r.notebook == notebook and r.kind == kind and what in r.work)
+
+    # Twice the patches: twice the GPU time of pre-processing and of training (within the rounding of the held-out
+    # scenes) ...
+    assert seconds(two, "01_preprocess", "gpu fp32") == pytest.approx(2 * seconds(one, "01_preprocess", "gpu fp32"))
+    for nb in ("04_train_stage1", "05_train_stage2", "06_evaluate"):
+        assert seconds(two, nb, "gpu bf16") == pytest.approx(2 * seconds(one, nb, "gpu bf16"), rel=0.01)
+    # ... while an index rewritten whole after every batch grows quadratically.
+    index = [seconds(rows, "01_preprocess", "host", "index.json") for rows in (one, two)]
+    assert index[1] > 3.5 * index[0]
+    summary = est.summarise(one)
+    assert set(summary) == set(est.NOTEBOOKS)
+    assert all(0 < s["seconds_with_workers"] <= s["seconds"] for s in summary.values())

@@ -559,6 +559,20 @@ def test_gram_target_cache_stays_within_its_bytes():
     for y in ys:
         cache.get(y, side)
     assert len(cache.entries) == 2 and cache.bytes == 2 * one
-    assert cache.key(ys[0]) not in cache.entries  # least recently used went first
+    assert cache.key(ys[2]) not in cache.entries  # kept until full, then not kept: no eviction
     cache.get(torch.rand(3, 3, 16, 16), side)  # three patches: larger than the cache
     assert len(cache.entries) == 2 and cache.bytes == 2 * one
+
+
+def test_gram_target_cache_hits_on_cyclic_visits_larger_than_itself():
+    """The held-out loss's pattern: the same batches in the same order each epoch, more than fit. Least
+    recently used eviction would miss every lookup; keeping the first ones hits them every epoch."""
+    stub = StubBackbone()
+    side = GramLoss(stub).target_side
+    one = sum(t.numel() * t.element_size() for terms in side(torch.rand(1, 3, 16, 16)).values() for t in terms)
+    cache = GramLoss(stub).with_target_cache(3 * one).target_cache
+    ys = [torch.rand(1, 3, 16, 16) for _ in range(4)]
+    for _ in range(3):
+        for y in ys:
+            cache.get(y, side)
+    assert cache.hits == 2 * 3 and cache.misses == 4 + 2 * 1
