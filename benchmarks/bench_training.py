@@ -50,6 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from isp_support.train import losses
 from isp_support.train.gram import training_gram_loss
 from isp_support.train import loop
+from isp_support.cli import _field_values
 from isp_support.config import load_config
 from isp_support.config_rules import resolve_device
 from isp_support.train.discriminators import UNetDiscriminator
@@ -113,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-stage2", action="store_true", help="skip the stage-2 (discriminator) step")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", "--out", dest="json", metavar="PATH", help="also write the results to this JSON file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="change a config field of the profile, e.g. embed.style_backbone=vgg16_offline")
     return parser
 
 
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
 
     device = resolve_device(args.device)
-    cfg = load_config(args.profile, environ={})
+    cfg = load_config(args.profile, environ={}, overrides=_field_values(args.overrides))
     amp = uses_bf16(device, not args.no_amp, cfg.train.cpu_amp)
     other = not args.no_amp and (amp or uses_bf16(device, True, cpu_amp=True))
     gram = training_gram_loss(cfg, device)

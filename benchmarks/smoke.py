@@ -10,14 +10,13 @@
    --profile full``), or ``--stand-in`` for the offline VGG16, said in the output.
 
     python benchmarks/smoke.py                 # cuda when there is one, else the CPU (slower, still checks)
-    python benchmarks/smoke.py --stand-in --device cpu
+    python benchmarks/smoke.py --stand-in --device cpu --side 64 --batch 2   # a quick look on a CPU
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -33,11 +32,13 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--stand-in", action="store_true", help="the full-size step's Gram term on the offline VGG16")
     parser.add_argument("--keep", type=Path, default=None, help="keep the tiny run here (default: a temp folder)")
+    parser.add_argument("--side", type=int, default=512, help="patch side of the timed step (the challenge's: 512)")
+    parser.add_argument("--batch", type=int, default=24, help="patches in the timed step (the full profile's: 24)")
     args = parser.parse_args()
 
     import torch
 
-    from isp_support.config import OVERRIDES_ENV, load_config
+    from isp_support.config import load_config
     from isp_support.config_rules import resolve_device
     from isp_support.demo_data.challenge import SMALL_FULL_OVERRIDES, build_rehearsal
     from isp_support.series import run_series
@@ -66,13 +67,13 @@ def main() -> int:
     import bench_training
 
     if args.stand_in:
-        os.environ[OVERRIDES_ENV] = json.dumps({"embed.style_backbone": "vgg16_offline"})
-        print("[smoke] WARNING: the full-size step's Gram term runs on the offline VGG16 stand-in (--stand-in)")
-    step_args = ["--device", device, "--profile", "full", "--sizes", "512", "--batch", "24", "--warmup", "1",
-                 "--repeats", "3", "--no-stage2"]
-    result = bench_training.main(step_args + (["--no-amp"] if device == "cpu" else []))
+        print("[smoke] WARNING: the timed step's Gram term runs on the offline VGG16 stand-in (--stand-in)")
+    step_args = ["--device", device, "--profile", "full", "--sizes", str(args.side), "--batch", str(args.batch),
+                 "--warmup", "1", "--repeats", "3", "--no-stage2"]
+    result = bench_training.main(step_args + (["--no-amp"] if device == "cpu" else [])
+                                 + (["--set", "embed.style_backbone=vgg16_offline"] if args.stand_in else []))
     step = next(r for r in result["rows"] if r["step"] == "stage 1")
-    print(f"[smoke] one full-size stage-1 step (24 x 512 px, Gram on {result['gram_backbone']}): "
+    print(f"[smoke] one stage-1 step ({args.batch} x {args.side} px, Gram on {result['gram_backbone']}): "
           f"{step['seconds']:.2f} s, {step['patches_per_s']:.1f} patches/s")
     print(f"[smoke] passed in {time.perf_counter() - start:.0f} s")
     return 0

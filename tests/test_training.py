@@ -219,6 +219,7 @@ def test_a_finished_run_is_loaded_unless_asked(tiny_dataset, run):
     again = loop.train(cfg, run, name="once", progress=False, log=lines.append)
     assert again.loaded and not first.loaded and "finished run found" in lines[0]
     assert all(torch.equal(x, y) for x, y in zip(_weights(first.model).values(), _weights(again.model).values()))
+    assert loop.train(cfg.replace(**{"train.workers": 2}), run, name="once", progress=False, log=quiet).loaded
     other = cfg.replace(**{"train.lr": 5e-4})
     with pytest.raises(TrainingError, match="other settings"):
         loop.train(other, run, name="once", progress=False, log=quiet)

@@ -93,14 +93,14 @@ class TargetDomain:
 
 
 def thumbnail(image: torch.Tensor, side: int) -> torch.Tensor:
-    """``(3, H, W)`` resized (antialiased) so its longer side is at most ``side``."""
+    """``(3, H, W)`` in [0, 1] resized (antialiased, clamped to [0, 1]) so its longer side is at most ``side``."""
     h, w = image.shape[-2:]
     scale = min(1.0, side / max(h, w))
     if scale == 1.0:
-        return image.float()
+        return image.float().clamp(0, 1)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     return torch.nn.functional.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True,
-                                           align_corners=False)[0]
+                                           align_corners=False)[0].clamp_(0, 1)  # the filter overshoots a little
 
 
 def nearest_targets(rendering: torch.Tensor, target: TargetDomain, k: int = 1, thumb: int = 256) -> list[str]:
@@ -163,8 +163,9 @@ def write_submission(predictor: inference.Predictor, raw_dir: str | Path, out_di
     resumes and checks its outputs) and zip them as ``out_dir/<name>.zip``, flat, with ``readme.txt``.
 
     ``fmt``: ``png`` (lossless, the default) or ``jpeg`` (``.jpg`` at PIL's default quality 75, as the official
-    baseline writes, from the same rounded 8-bit values; the baseline truncated them). The zip is written under a
-    temporary name and renamed when complete. Returns what the readme says and where the files are.
+    baseline writes, from the same rounded 8-bit values; the baseline truncated them). The zip holds exactly one
+    image per RAW patch; its members carry a fixed date, so two exports of the same images differ only in the
+    runtime ``readme.txt`` reports. It is written under a temporary name and renamed when complete. Returns what the readme says and where the files are.
     """
     if fmt not in SUBMISSION_FORMATS:
         raise EvaluationError(f"submission format {fmt!r}: expected one of {', '.join(SUBMISSION_FORMATS)}")
@@ -172,9 +173,11 @@ def write_submission(predictor: inference.Predictor, raw_dir: str | Path, out_di
     images = out_dir / name
     written = inference.export_folder(predictor, raw_dir, images, progress=progress, log=log)
     raws = sorted(raw_dir.glob("*.npy"))
-    pngs = sorted(images.glob("*.png"))
-    if len(pngs) != len(raws):
-        raise EvaluationError(f"{images}: {len(pngs)} images for {len(raws)} RAW patches in {raw_dir}")
+    pngs = [images / f"{r.stem}.png" for r in raws]
+    missing = [p.name for p in pngs if not p.is_file()]
+    if missing or not raws:
+        raise EvaluationError(f"{images}: no image for {len(missing)} of the {len(raws)} RAW patches in {raw_dir} "
+                              f"(first: {missing[0] if missing else 'none'})")
     runtime = _runtime_per_image(predictor, raws)
     on_gpu = predictor.device.startswith("cuda")
     readme = {
@@ -191,20 +194,26 @@ def write_submission(predictor: inference.Predictor, raw_dir: str | Path, out_di
     target = out_dir / f"{name}.zip"
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.zip.partial-", dir=out_dir)
     try:
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED if fmt == "png"
-                                                        else zipfile.ZIP_DEFLATED) as zf:
+        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w") as zf:
             for png in pngs:
                 if fmt == "png":
-                    zf.write(png, png.name)
+                    _add(zf, png.name, png.read_bytes(), zipfile.ZIP_STORED)  # PNG is compressed already
                 else:
-                    zf.writestr(f"{png.stem}.jpg", _jpeg_bytes(png))
-            zf.writestr("readme.txt", text)
+                    _add(zf, f"{png.stem}.jpg", _jpeg_bytes(png), zipfile.ZIP_STORED)
+            _add(zf, "readme.txt", text.encode(), zipfile.ZIP_DEFLATED)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return {"zip": str(target), "images": len(pngs), "rendered_now": len(written), "format": fmt,
             "readme": readme, "runtime_s_per_image": runtime}
+
+
+def _add(zf: zipfile.ZipFile, name: str, data: bytes, compression: int) -> None:
+    """One member with a fixed date (not the file's), so the same images give the same member bytes."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = compression
+    zf.writestr(info, data)
 
 
 def _jpeg_bytes(png: Path) -> bytes:

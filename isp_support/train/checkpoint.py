@@ -26,7 +26,7 @@ from ..artifacts import atomic_write_bytes, sha256_file
 from ..config import Config, PreprocessConfig
 from ..io import DataError, require_regular_file
 
-__all__ = ["EPOCHS", "GRAM_BACKBONE_RAN", "epoch_models", "load_epoch", "load_model", "load_state", "read_checkpoint", "run_settings",
+__all__ = ["EPOCHS", "GRAM_BACKBONE_RAN", "LOADER_ONLY", "comparable", "epoch_models", "load_epoch", "load_model", "load_state", "read_checkpoint", "run_settings",
            "same_settings", "sample_path", "save_samples", "to_bytes", "weights_bytes"]
 
 EPOCHS = "epochs"
@@ -49,15 +49,28 @@ def run_settings(cfg: Config, stage: int, src: Any, init: Path | None, device: s
             "init_sha256": sha256_file(init) if init else None}
 
 
+LOADER_ONLY = ("workers",)
+"""``TrainConfig`` fields that change how fast pairs are loaded, never which pairs or what the weights become; a
+run resumes or loads whatever they were (older runs recorded them, so they are left out of the comparison)."""
+
+
+def comparable(settings: Any) -> Any:
+    """``settings`` (as recorded, JSON types) without :data:`LOADER_ONLY` fields, for comparing two runs' settings."""
+    if isinstance(settings, dict) and isinstance(settings.get("train"), dict):
+        return {**settings, "train": {k: v for k, v in settings["train"].items() if k not in LOADER_ONLY}}
+    return settings
+
+
 def same_settings(recorded: Any, settings: dict[str, Any]) -> tuple[bool, str | None]:
-    """Whether a finished run's recorded settings are ``settings``, and the Gram stand-in it recorded (or ``None``).
+    """Whether a finished run's recorded settings are ``settings`` (:func:`comparable`), and the Gram stand-in it
+    recorded (or ``None``).
 
     :data:`GRAM_BACKBONE_RAN` is not compared: which backbone loads is known only once it is loaded, and the run is
     what it was trained as."""
     ran = recorded.get(GRAM_BACKBONE_RAN) if isinstance(recorded, dict) else None
     if ran is not None:
         recorded = {k: v for k, v in recorded.items() if k != GRAM_BACKBONE_RAN}
-    return recorded == json.loads(json.dumps(settings, sort_keys=True)), ran
+    return comparable(recorded) == comparable(json.loads(json.dumps(settings, sort_keys=True))), ran
 
 
 def to_bytes(obj: Any) -> bytes:

@@ -40,8 +40,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from . import TrainingError
-from .checkpoint import (EPOCHS, GRAM_BACKBONE_RAN, load_model, load_state, run_settings, same_settings, sample_path,
-                         save_samples, to_bytes, weights_bytes)
+from .checkpoint import (EPOCHS, GRAM_BACKBONE_RAN, comparable, load_model, load_state, run_settings, same_settings,
+                         sample_path, save_samples, to_bytes, weights_bytes)
 from .gram import training_gram_loss
 from .models import ColourNet, count_parameters
 from .objectives import AdversarialObjective, Loss, Objective, discriminator, generator_loss, loss_weights
@@ -293,7 +293,7 @@ def _resume(run: _Run, log: Callable[[str], None]) -> None:
     checkpoints = sorted((run.folder / "checkpoints").glob("epoch_*.pt"))
     if checkpoints:
         state = load_state(checkpoints[-1])
-        if state["settings"] != run.settings_json:
+        if comparable(json.loads(state["settings"])) != comparable(json.loads(run.settings_json)):
             raise TrainingError(f"{checkpoints[-1]} was written with other settings; pass retrain=True or another "
                                 f"name")
         run.model.load_state_dict(state["model"])
