@@ -203,6 +203,37 @@ def _read_record(path: Path) -> dict[str, Any]:
     return record
 
 
+def configure_backends() -> dict[str, bool | str]:
+    """Set torch's process-wide backend flags, and return them as torch now reports them (every notebook's
+    :func:`init_run` and every training run call it and record the result).
+
+    * TF32 off for CUDA matmuls and cuDNN convolutions, and float32 matmul precision ``"highest"``: on Ampere and
+      later GPUs torch would otherwise run float32 convolutions (cuDNN's default) in TF32, with a 10-bit
+      mantissa, so the float32 validation and held-out loss that pick the kept epoch would not be float32.
+      The bfloat16 autocast of the steps is unaffected.
+    * cuDNN ``benchmark`` off and ``deterministic`` on: benchmarking picks convolution algorithms by timing, so
+      a resumed run could take other ones than the uninterrupted run did, and some are not deterministic. CUDA
+      kernels outside cuDNN that add atomically (the backward of the U-Net discriminator's bilinear upsampling)
+      stay nondeterministic; only ``torch.use_deterministic_algorithms(True)`` would change that.
+
+    The flags are process-wide; on a CPU only the matmul precision applies (and
+    ``"highest"`` is torch's default). The returned values are read back from torch, so a record of them says
+    what held, not what was asked.
+    """
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    return {"cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_deterministic": torch.backends.cudnn.deterministic}
+
+
 def init_run(cfg: Config, notebook: str | None = None) -> tuple[Path, str]:
     """Create ``cfg.run_dir``, seed everything, and record the run; returns ``(run_dir, device)``.
 
@@ -219,7 +250,7 @@ def init_run(cfg: Config, notebook: str | None = None) -> tuple[Path, str]:
     entry = {
         "config": cfg.to_dict(), "seed": cfg.seed, "device": device,
         "device_description": device_description(device), "versions": package_versions(),
-        "git_commit": git_commit(), "platform": platform.platform(),
+        "git_commit": git_commit(), "platform": platform.platform(), "backends": configure_backends(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     record.update({k: entry[k] for k in ("config", "seed", "device", "versions")})

@@ -8,6 +8,7 @@ import torch
 from torch.nn.utils import parametrize
 from torch.overrides import TorchFunctionMode
 
+from isp_support import runs
 from isp_support.train import losses, objectives, precision
 from isp_support.train import loop
 from isp_support.train.discriminators import ExpertCommittee, FrequencyExpert, UNetDiscriminator
@@ -158,12 +159,12 @@ def test_configure_backends_turns_tf32_and_benchmarking_off_and_reports_what_hol
     b.cuda.matmul.allow_tf32 = b.cudnn.allow_tf32 = b.cudnn.benchmark = True
     b.cudnn.deterministic = False
     torch.set_float32_matmul_precision("high")
-    applied = precision.configure_backends()
+    applied = runs.configure_backends()
     assert (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, torch.get_float32_matmul_precision(), b.cudnn.benchmark,
             b.cudnn.deterministic) == (False, False, "highest", False, True)
     assert applied == {"cuda_matmul_allow_tf32": False, "cudnn_allow_tf32": False,
                        "float32_matmul_precision": "highest", "cudnn_benchmark": False, "cudnn_deterministic": True}
     overriding = torch.set_float32_matmul_precision                 # a torch that overrides the request ...
     monkeypatch.setattr(torch, "set_float32_matmul_precision", lambda _: overriding("high"))
-    held = precision.configure_backends()                              # ... is recorded as it holds
+    held = runs.configure_backends()                              # ... is recorded as it holds
     assert held["float32_matmul_precision"] == "high" and held["cuda_matmul_allow_tf32"] is True

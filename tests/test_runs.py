@@ -95,3 +95,15 @@ def test_run_name_sets_runs_with_other_settings_apart(cfg, stage, pairing, chang
     from isp_support.runs import run_name
 
     assert run_name(stage, pairing, cfg.replace(**change), extra_seed) == expected
+
+
+def test_every_notebook_records_the_backend_flags_it_set(tmp_path):
+    from isp_support.config import load_config
+    from isp_support.runs import init_run
+
+    cfg = load_config("tiny", run_dir=tmp_path / "run", device="cpu", environ={})
+    init_run(cfg, notebook="01_preprocess")
+    entry = json.loads((tmp_path / "run" / "run.json").read_text())["notebooks"]["01_preprocess"]
+    assert entry["backends"] == {"cuda_matmul_allow_tf32": False, "cudnn_allow_tf32": False,
+                                 "float32_matmul_precision": "highest", "cudnn_benchmark": False,
+                                 "cudnn_deterministic": True}

@@ -14,7 +14,7 @@
   so that notebooks can score each against ground truth, for scoring only.
 * **Arithmetic** (:mod:`isp_support.train.precision`): bfloat16 autocast of the steps on CUDA
   (``TrainConfig.amp``) and on request on a CPU that computes it natively (``cpu_amp``); validation is float32.
-  Backend flags (:func:`~isp_support.train.precision.configure_backends`) and the Gram backbone that ran go to ``result.json``.
+  Backend flags (:func:`~isp_support.runs.configure_backends`) and the Gram backbone that ran go to ``result.json``.
 * **Robustness.** A step whose loss is not finite is skipped (no update) and counted. After every epoch
   a full checkpoint (weights, optimiser, schedule, EMA, discriminator, history) is written atomically; a
   killed run resumes from the last one and ends with the same weights as an uninterrupted run. A finished
@@ -46,11 +46,11 @@ from .gram import training_gram_loss
 from .models import ColourNet, count_parameters
 from .objectives import AdversarialObjective, Loss, Objective, discriminator, generator_loss, loss_weights
 from .pairs import PairSource, epoch_loader, pair_source
-from .precision import autocast, configure_backends, uses_bf16
+from .precision import autocast, uses_bf16
 from .validate import FIGURES, HELD_OUT_GRAM_CACHE_BYTES, Validator, checkpoint_rule, choice_notes, kept_epoch
 from ..artifacts import atomic_write_bytes, atomic_write_json
 from ..config import Config, TrainConfig
-from ..runs import RunLayout, run_name
+from ..runs import RunLayout, configure_backends, run_name
 
 __all__ = ["TrainResult", "sample_path", "train", "train_step"]
 
