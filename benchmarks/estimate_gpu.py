@@ -26,9 +26,9 @@ has run the series. Nothing here is timed. The script
    table;
 3. converts FLOP to seconds at stated sustained rates for one H100 SXM (far below peak on purpose), sums each
    notebook's steps in order (the notebooks run them one after another; the training loader runs in the main
-   process, ``TrainConfig.workers = 0``, and each step waits for its finiteness check, so loader and GPU are
-   counted one after the other), and prints a table; a second total assumes ``train.workers`` loader processes
-   (the ``--workers`` argument), which hide the loader behind the GPU step.
+   process, as with ``train.workers = 0``, and each step waits for its finiteness check, so loader and GPU are
+   counted one after the other), and prints a table; a second total assumes ``--workers`` loader processes
+   (the ``full`` profile sets ``train.workers = 4``), which hide the loader behind the GPU step.
 
     .venv/bin/python benchmarks/estimate_gpu.py
     .venv/bin/python benchmarks/estimate_gpu.py --json estimate.json --scale 0.5 --bf16-fraction 0.4
@@ -611,7 +611,7 @@ def assumptions(result: dict) -> list[str]:
         f"at 64 / 128 px; discriminators at {' / '.join(map(str, w['d_sides']))} px differ by "
         f"{max(v['spread'] for v in d.values()):.1%}); the rest "
         "is counted at its real size on the meta device.",
-        "Steps run one after another (the training loader works in the main process: TrainConfig.workers = 0); the "
+        "Steps run one after another (the training loader in the main process, train.workers = 0); the "
         f"last column gives the same with --workers {result['workers']} loader processes hiding the loader behind the "
         "GPU. Page cache holds the training set after its first read. 'GB moved' adds disk, host-memory and PCIe "
         "bytes and the raw bytes the codecs handle. Not counted: start-up, model loading, figures, "

@@ -14,7 +14,8 @@ challenge's 38,253 patches (train raws + jpegs, val, test): a linear model, stat
 
 On a CPU the ``full`` profile's paper settings (10 epochs of whole 512 px patches, twelve rows) take days, so
 :data:`CPU_SETTINGS` are applied unless ``--no-cpu-settings``: the offline VGG16 stand-ins, chosen explicitly
-(DINOv2 and VGG19 cannot be had offline here), 128 px crops, 2 stage-1 epochs and 1 stage-2 epoch. They are
+(DINOv2 and VGG19 cannot be had offline here), 128 px crops, 2 stage-1 epochs and 1 stage-2 epoch, and the
+loader in the main process (the profile's 4 workers are for a GPU node's cores). They are
 recorded in each run's ``run.json`` like every other setting. Everything printed also goes to ``OUT/bench.json``.
 """
 
@@ -38,8 +39,8 @@ from isp_support.cli import _field_values  # noqa: E402
 
 CHALLENGE_PATCHES = 13_420 + 13_421 + 3_795 + 7_617
 CPU_SETTINGS = {"embed.semantic_backbone": "vgg16_offline", "embed.style_backbone": "vgg16_offline",
-                "train.crop": 128, "train.epochs": 2, "stage2.epochs": 1, "evaluate.timing_side": 512,
-                "evaluate.timing_repeats": 1}
+                "train.crop": 128, "train.epochs": 2, "stage2.epochs": 1, "train.workers": 0,
+                "evaluate.timing_side": 512, "evaluate.timing_repeats": 1}
 
 
 def measured(cmd: list[str], period: float = 0.2) -> tuple[float, int, int]:

@@ -246,7 +246,8 @@ class TrainConfig:
     """The same on a CPU with native bfloat16 (AVX512-BF16, AMX; else float32): stage-1 steps 1.3x faster on 2 EPYC
     cores, but the demo's ablation figures moved beyond one seed's spread (docs/measurements.md): off by default."""
     workers: int = 0
-    """DataLoader worker processes."""
+    """DataLoader worker processes (the ``full`` profile: 4). Loading only: a run resumes or loads whatever it was
+    (:data:`~isp_support.train.checkpoint.LOADER_ONLY`)."""
     samples: int = 6
     """Validation patches rendered after every epoch."""
 

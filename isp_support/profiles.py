@@ -50,6 +50,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "run_dir": "runs/full",
         "device": "cuda",
         "dataset": {"raw_patch": 256},
+        "train": {"workers": 4},  # a GPU waits on the loader otherwise (benchmarks/estimate_gpu.py, bench_input.py)
     },
 }
 """Each profile's changes to the :class:`~isp_support.config.Config` defaults, by field and section."""

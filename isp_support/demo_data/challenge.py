@@ -52,7 +52,7 @@ SMALL_FULL_OVERRIDES = {
     # The offline stand-ins, chosen explicitly (the full profile's DINOv2 and VGG19 cannot be had offline).
     "embed.semantic_backbone": "vgg16_offline", "embed.style_backbone": "vgg16_offline",
     "embed.image_side": 112, "embed.patch_side": 56, "embed.style_dim": 256,
-    "train.epochs": 1, "train.batch_size": 4, "train.lr": 1e-3, "train.val_max_patches": 16,
+    "train.epochs": 1, "train.batch_size": 4, "train.workers": 0, "train.lr": 1e-3, "train.val_max_patches": 16,
     "train.target_ref_patches": 16, "train.samples": 2, "train.gram_layers": ["relu1_2", "relu2_2"],
     "stage2.epochs": 1, "stage2.d_features": 16,
     "evaluate.methods": ["floor", "ot", "ot_stage2", "paired_l1"], "evaluate.timing_side": 128,
