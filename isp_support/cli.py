@@ -24,7 +24,7 @@ def _add_build_dataset(sub: "argparse._SubParsersAction[argparse.ArgumentParser]
                    help="demo: the profile's set with ground truth in it (default); challenge: a rehearsal in the "
                         "NTIRE 2026 layout (train/raws, train/jpegs, val/raws, test/raws; challenge grids; no gt "
                         "inside; RAW patches of 256 unless --raw-patch)")
-    b.add_argument("--scenes", type=int, default=12, help="challenge layout: scenes in all (default 12)")
+    b.add_argument("--scenes", type=int, default=None, help="challenge layout: scenes in all (default 12)")
     b.add_argument("--truth-out", default=None,
                    help="challenge layout: where the ground truth goes, outside the layout (default: OUT-truth)")
     b.set_defaults(func=_build_dataset)
@@ -39,10 +39,13 @@ def _build_dataset(args: argparse.Namespace) -> int:
     if args.layout == "challenge":
         from .demo_data.challenge import build_rehearsal
 
-        build_rehearsal(cfg.data_dir, args.scenes, raw_patch=args.raw_patch or 256, seed=cfg.seed,
-                        truth=args.truth_out, photo_sources=tuple(args.sources or ("wheels",)),
+        build_rehearsal(cfg.data_dir, 12 if args.scenes is None else args.scenes, raw_patch=args.raw_patch or 256,
+                        seed=cfg.seed, truth=args.truth_out, photo_sources=tuple(args.sources or ("wheels",)),
                         photo_folders=tuple(args.photos), cache_dir=args.cache_dir, force=args.force)
         return 0
+    if args.scenes is not None or args.truth_out is not None:
+        raise DatasetBuildError("--scenes and --truth-out belong to --layout challenge; the demo layout takes its "
+                                "scenes from the photos and keeps its ground truth inside")
     overrides = {}
     if args.raw_patch:
         overrides["raw_patch"] = args.raw_patch

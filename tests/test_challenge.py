@@ -180,3 +180,8 @@ def test_the_gpu_estimate_scales_with_pixels_and_with_the_patch_count():
     summary = est.summarise(one)
     assert set(summary) == set(est.NOTEBOOKS)
     assert all(0 < s["seconds_with_workers"] <= s["seconds"] for s in summary.values())
+
+
+def test_challenge_options_are_refused_with_the_demo_layout(tmp_path, capsys):
+    assert main(["build-dataset", "--profile", "tiny", "--scenes", "6", "--out", str(tmp_path / "x")]) == 2
+    assert "--layout challenge" in capsys.readouterr().err and not (tmp_path / "x").exists()
