@@ -100,14 +100,20 @@ def collect_photos(sources: tuple[str, ...], cache_dir: Path, extra_folders: tup
     return sorted(seen.values(), key=lambda p: p.id)
 
 
-def assign_roles(photos: list[Photo], fractions: tuple[float, float, float], seed: int) -> dict[str, list[Photo]]:
-    """Split photo *groups* into source / target / test by the given fractions, deterministically."""
+def photo_groups(photos: list[Photo]) -> tuple[dict[str, list[Photo]], list[str]]:
+    """Photos by content group (two views of one scene stay together) and the group names, sorted; at least 3
+    groups, one for each role."""
     groups: dict[str, list[Photo]] = {}
     for photo in photos:
         groups.setdefault(photo.group, []).append(photo)
-    names = sorted(groups)
-    if len(names) < 3:
-        raise DatasetBuildError(f"need photos of at least 3 distinct scenes, found {len(names)}")
+    if len(groups) < 3:
+        raise DatasetBuildError(f"need photos of at least 3 distinct scenes, found {len(groups)}")
+    return groups, sorted(groups)
+
+
+def assign_roles(photos: list[Photo], fractions: tuple[float, float, float], seed: int) -> dict[str, list[Photo]]:
+    """Split photo *groups* into source / target / test by the given fractions, deterministically."""
+    groups, names = photo_groups(photos)
     rng = np.random.default_rng([seed, 1])
     order = [names[i] for i in rng.permutation(len(names))]
     total = sum(fractions)

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..artifacts import atomic_directory, atomic_save_npy, atomic_write_json, sha256_file
-from .build import DatasetBuildError, _save_image, collect_photos, cut_grid
+from .build import DatasetBuildError, _save_image, collect_photos, cut_grid, photo_groups
 from .crops import centre_crop_box, choose_grid
 from .look import PhoneLook, render_look, to_uint8
 from .photos import Photo, load_photo
@@ -84,12 +84,7 @@ def scene_counts(scenes: int) -> dict[str, int]:
 
 def _role_photos(photos: list[Photo], seed: int) -> dict[str, list[Photo]]:
     """Photo groups split over source, target and held-out (val + test) roles, deterministically."""
-    groups: dict[str, list[Photo]] = {}
-    for photo in photos:
-        groups.setdefault(photo.group, []).append(photo)
-    names = sorted(groups)
-    if len(names) < 3:
-        raise DatasetBuildError(f"need photos of at least 3 distinct scenes, found {len(names)}")
+    groups, names = photo_groups(photos)
     order = [names[i] for i in np.random.default_rng([seed, 11]).permutation(len(names))]
     cut = {"source": order[0::3], "target": order[1::3], "held_out": order[2::3]}
     return {role: [p for g in sorted(gs) for p in groups[g]] for role, gs in cut.items()}
