@@ -50,7 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from isp_support.train import losses
 from isp_support.train.gram import training_gram_loss
 from isp_support.train import loop
-from isp_support.cli import _field_values
+from isp_support.config_rules import field_values
 from isp_support.config import load_config
 from isp_support.config_rules import resolve_device
 from isp_support.train.discriminators import UNetDiscriminator
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
 
     device = resolve_device(args.device)
-    cfg = load_config(args.profile, environ={}, overrides=_field_values(args.overrides))
+    cfg = load_config(args.profile, environ={}, overrides=field_values(args.overrides))
     amp = uses_bf16(device, not args.no_amp, cfg.train.cpu_amp)
     other = not args.no_amp and (amp or uses_bf16(device, True, cpu_amp=True))
     gram = training_gram_loss(cfg, device)

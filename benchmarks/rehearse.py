@@ -35,7 +35,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from isp_support.cli import _field_values  # noqa: E402
+from isp_support.config_rules import field_values  # noqa: E402
 
 CHALLENGE_PATCHES = 13_420 + 13_421 + 3_795 + 7_617
 CPU_SETTINGS = {"embed.semantic_backbone": "vgg16_offline", "embed.style_backbone": "vgg16_offline",
@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--no-cpu-settings", action="store_true", help="the full profile's own settings")
     args = parser.parse_args()
     args.out = args.out.resolve()
-    overrides = ({} if args.no_cpu_settings else dict(CPU_SETTINGS)) | _field_values(args.overrides)
+    overrides = ({} if args.no_cpu_settings else dict(CPU_SETTINGS)) | field_values(args.overrides)
     print(f"rehearsal: full profile, {args.raw_patch} px RAW patches, device {args.device}, overrides {overrides}")
     results = [rehearse(n, args, overrides) for n in args.scenes]
     growth = fit(results)

@@ -106,34 +106,16 @@ def _add_run_series(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     r.set_defaults(func=_run_series)
 
 
-def _field_values(pairs: list[str]) -> dict[str, object]:
-    """``--set FIELD=VALUE`` pairs as dotted overrides: VALUE parsed as JSON when it is JSON, else kept as text."""
-    import json
-
-    from .config_rules import ConfigError
-
-    changes: dict[str, object] = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"--set {pair!r}: expected FIELD=VALUE, e.g. train.epochs=2")
-        try:
-            changes[name.strip()] = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            changes[name.strip()] = text
-    return changes
-
-
 def _run_series(args: argparse.Namespace) -> int:
-    from .runs import RunLayout
-    from .series import run_series
-
     import os
 
     from .config import OVERRIDES_ENV, parse_overrides
+    from .config_rules import field_values
+    from .runs import RunLayout
+    from .series import run_series
 
     env = os.environ.get(OVERRIDES_ENV)
-    overrides = (parse_overrides(env, OVERRIDES_ENV) if env else {}) | _field_values(args.overrides)
+    overrides = (parse_overrides(env, OVERRIDES_ENV) if env else {}) | field_values(args.overrides)
     cfg = load_config(args.profile, data_dir=args.data_dir, run_dir=args.run_dir, seed=args.seed, device=args.device,
                       overrides=overrides)
     executed = run_series(cfg, args.notebooks, only=args.only, overrides=overrides or None)

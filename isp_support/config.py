@@ -11,7 +11,8 @@ Precedence for every notebook parameter: papermill ``-p`` (a non-``None`` value 
 then an environment variable (``ISP_PROFILE``, ``ISP_DATA_DIR``, ``ISP_RUN_DIR``, ``ISP_SEED``, ``ISP_DEVICE``),
 then the profile's default. Any other field is set with ``OVERRIDES`` (papermill) or ``ISP_OVERRIDES`` (environment):
 a JSON object of dotted field names, ``{"train.epochs": 1, "train.workers": 4}``, applied last and recorded in
-``run.json`` with the rest of the config (``isp-support run-series --set train.epochs=1`` passes it to every notebook). :func:`load_config` checks every value against its field's type and allowed values
+``run.json`` with the rest of the config (``isp-support run-series --set train.epochs=1`` passes it to every
+notebook). :func:`load_config` checks every value against its field's type and allowed values
 (:func:`~isp_support.config_rules.validate`, with the choice lists and rules of :mod:`isp_support.config_rules`).
 """
 
@@ -352,7 +353,8 @@ def load_config(
     """Resolve a :class:`Config`: explicit argument, then environment variable, then profile default.
 
     ``overrides`` maps dotted field names (``"dataset.raw_patch"``) to values (a dict, or the same as a JSON
-    object in text, see :func:`parse_overrides`; ``None``: :data:`OVERRIDES_ENV`, if set) and is applied last. Every value is checked by :func:`validate` (the paths before
+    object in text, see :func:`parse_overrides`; ``None``: :data:`OVERRIDES_ENV`, if set) and is applied last.
+    Every value is checked by :func:`validate` (the paths before
     they are joined to the project root, so an empty one is refused); an
     environment variable that is set but blank is refused too.
     """

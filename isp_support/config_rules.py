@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import math
+import os
 import re
 import typing
 from collections.abc import Callable
@@ -152,7 +152,8 @@ _RULES: dict[str, _Rule] = {
     "Stage2Config.discriminator": _one_of(("unet", "experts")), "Stage2Config.d_features": _POSITIVE_INT,
     "Stage2Config.expert_weights": _each(_WEIGHT, "three numbers >= 0"),
     "EvalConfig.split": _NAME, "EvalConfig.submission_format": _one_of(("png", "jpeg")),
-    "EvalConfig.submission_splits": _each(_NAME, "split names"), "EvalConfig.seeds": _each(_SEED, f"seeds each {_SEED.allowed}"),
+    "EvalConfig.submission_splits": _each(_NAME, "split names"),
+    "EvalConfig.seeds": _each(_SEED, f"seeds each {_SEED.allowed}"),
     "EvalConfig.tile": _Rule(lambda v: v is None or v == "auto" or (isinstance(v, int) and v >= 1),
                              "None, 'auto' or an integer >= 1"),
     "EvalConfig.timing_side": _POSITIVE_INT, "EvalConfig.timing_repeats": _POSITIVE_INT,
@@ -183,7 +184,23 @@ def parse_overrides(text: str, where: str = "OVERRIDES") -> dict[str, Any]:
     return data
 
 
-def explicit_or_env(explicit: dict[str, Any], env: typing.Mapping[str, str], env_vars: dict[str, str]) -> dict[str, Any]:
+def field_values(pairs: list[str]) -> dict[str, object]:
+    """``FIELD=VALUE`` pairs (``run-series --set``) as dotted overrides: VALUE parsed as JSON when it is JSON,
+    else kept as text."""
+    changes: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--set {pair!r}: expected FIELD=VALUE, e.g. train.epochs=2")
+        try:
+            changes[name.strip()] = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            changes[name.strip()] = text
+    return changes
+
+
+def explicit_or_env(explicit: dict[str, Any], env: typing.Mapping[str, str],
+                    env_vars: dict[str, str]) -> dict[str, Any]:
     """The explicit values that are not ``None``, else the environment's (``env_vars``: field name -> variable).
 
     A variable that is set but blank is refused rather than taken as unset; a seed

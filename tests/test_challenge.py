@@ -8,7 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from isp_support.cli import _field_values, main
+from isp_support.cli import main
+from isp_support.config_rules import field_values
 from isp_support.config import load_config, parse_overrides
 from isp_support.config_rules import ConfigError
 from isp_support.data import open_dataset
@@ -82,10 +83,10 @@ def test_overrides_from_the_environment_and_papermill(no_isp_env):
         parse_overrides("[" * 5_000)
     with pytest.raises(ConfigError, match="TrainConfig.epochs"):
         load_config("full", environ={}, overrides='{"train.epochs": 0}')
-    assert _field_values(["train.workers=4", "embed.style_backbone=vgg16_offline", 'evaluate.methods=["ot"]']) == \
+    assert field_values(["train.workers=4", "embed.style_backbone=vgg16_offline", 'evaluate.methods=["ot"]']) == \
         {"train.workers": 4, "embed.style_backbone": "vgg16_offline", "evaluate.methods": ["ot"]}
     with pytest.raises(ConfigError, match="FIELD=VALUE"):
-        _field_values(["train.workers"])
+        field_values(["train.workers"])
 
 
 def read_zip(path):

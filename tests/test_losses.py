@@ -398,7 +398,9 @@ def test_gradcheck_gram_trace_form():
 
 # --- backbone choice ---------------------------------------------------------------------------
 
-def test_gram_loss_for_falls_back_loudly(monkeypatch):
+@pytest.fixture()
+def no_vgg19(monkeypatch):
+    """``load_backbone`` without VGG19 weights (a stub for any other backbone); the names asked for, in order."""
     calls = []
 
     def fake_load(name, cfg, device="cpu", log=print):
@@ -408,6 +410,11 @@ def test_gram_loss_for_falls_back_loudly(monkeypatch):
         return StubBackbone(), "info"
 
     monkeypatch.setattr(backbones, "load_backbone", fake_load)
+    return calls
+
+
+def test_gram_loss_for_falls_back_loudly(no_vgg19):
+    calls = no_vgg19
     lines = []
     cfg = profile_config("demo").replace(**{"embed.style_backbone": "vgg19"})  # the paper's, outside `full`
     gram = gram_loss_for(cfg, "cpu", log=lines.append)
@@ -420,16 +427,8 @@ def test_gram_loss_for_falls_back_loudly(monkeypatch):
     assert corrected.reduction == "mean"
 
 
-def test_the_full_profile_refuses_the_stand_in_and_says_how_to_proceed(monkeypatch):
-    calls = []
-
-    def fake_load(name, cfg, device="cpu", log=print):
-        calls.append(name)
-        if name == "vgg19":
-            raise WeightsUnavailableError("VGG19 weights not found: no local file, no cache, downloads disabled")
-        return StubBackbone(), "info"
-
-    monkeypatch.setattr(backbones, "load_backbone", fake_load)
+def test_the_full_profile_refuses_the_stand_in_and_says_how_to_proceed(no_vgg19):
+    calls = no_vgg19
     with pytest.raises(WeightsUnavailableError) as err:
         gram_loss_for(profile_config("full"), "cpu", log=lambda *_: None)
     assert calls == ["vgg19"]                         # no stand-in loaded

@@ -207,7 +207,8 @@ def _write_scene(out: Path, truth: Path, plan: dict[str, Any], photo_rgb: np.nda
             files[f"layout/{rel}"] = sha256_file(out / rel)
         return record
     capture_rng = np.random.default_rng([seed, 13, *plan["stream"]])
-    raw, _ = synthesize_raw(image, sensor, sample_capture(capture_rng), np.random.default_rng([seed, 14, *plan["stream"]]))
+    noise_rng = np.random.default_rng([seed, 14, *plan["stream"]])
+    raw, _ = synthesize_raw(image, sensor, sample_capture(capture_rng), noise_rng)
     split = part.split("/")[0]
     for idx, (raw_tile, gt_tile) in enumerate(zip(cut_grid(raw, rows, cols), cut_grid(rendered, rows, cols))):
         rel, gt_rel = f"{part}/{scene}_{idx}.npy", f"{split}/gt/{scene}_{idx}.png"

@@ -22,9 +22,7 @@ from __future__ import annotations
 import io
 import math
 import os
-import statistics
 import tempfile
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +34,14 @@ import torch
 
 from ..data import ChallengeDataset
 from ..embed.descriptors import colour_features
-from ..io import read_raw, read_rgb_tensor
+from ..io import read_raw
 from ..metrics import SlicedReference, ssim_luma, structure_fidelity, yuv_pixels
 from ..pipeline.preprocess import load_preprocessed
 from ..pipeline.stitch import load_stitched
 from ..runs import RunLayout, device_description
+from ..train.validate import target_pixels
 from . import inference
-from .scoring import EvaluationError, Method
+from .scoring import EvaluationError, Method, median_seconds
 
 __all__ = ["SUBMISSION_FORMATS", "TargetDomain", "no_reference_figures", "nearest_targets", "rows_needing_truth",
            "thumbnail", "truth_splits", "write_submission"]
@@ -79,13 +78,10 @@ class TargetDomain:
     def from_run(cls, data: ChallengeDataset, run_dir: str | Path, patches: int, seed: int = 0,
                  max_pixels: int = 200_000, thumb: int = 256) -> "TargetDomain":
         part = data["train"]
-        files = sorted(part.jpeg_patches(), key=lambda p: p.id)
+        files = [p.path for p in sorted(part.jpeg_patches(), key=lambda p: p.id)]
         if not files:
             raise EvaluationError(f"{data.root / 'train' / 'jpegs'}: no target-domain images to compare with")
-        files = files[:: max(1, math.ceil(len(files) / patches))]
-        per_patch = math.ceil(max_pixels / len(files))
-        pixels = torch.cat([yuv_pixels(read_rgb_tensor(p.path)[None], per_patch, seed + 7919 * k)
-                            for k, p in enumerate(files)])
+        pixels = target_pixels(files, patches, seed, max_pixels)  # the reference training's validation draws
         scenes = sorted(part.jpegs)
         histograms = torch.stack([colour_features(thumbnail(torch.from_numpy(
             load_stitched(run_dir, "train", "jpeg", s)).permute(2, 0, 1), thumb)[None])[0] for s in scenes])
@@ -144,16 +140,7 @@ def no_reference_figures(model: torch.nn.Module | None, run_dir: str | Path, spl
 def _runtime_per_image(predictor: inference.Predictor, raws: list[Path], repeats: int = 3) -> float:
     """Median seconds per image of pre-processing and network on one batch of the split (after a warm-up)."""
     batch = np.stack([read_raw(f) for f in raws[:predictor.batch_size]])
-    sync = torch.cuda.synchronize if predictor.device.startswith("cuda") else (lambda: None)
-    predictor.patches(batch)
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        predictor.patches(batch)
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) / len(batch)
+    return median_seconds(lambda: predictor.patches(batch), predictor.device, repeats) / len(batch)
 
 
 def write_submission(predictor: inference.Predictor, raw_dir: str | Path, out_dir: str | Path, name: str,
@@ -165,7 +152,8 @@ def write_submission(predictor: inference.Predictor, raw_dir: str | Path, out_di
     ``fmt``: ``png`` (lossless, the default) or ``jpeg`` (``.jpg`` at PIL's default quality 75, as the official
     baseline writes, from the same rounded 8-bit values; the baseline truncated them). The zip holds exactly one
     image per RAW patch; its members carry a fixed date, so two exports of the same images differ only in the
-    runtime ``readme.txt`` reports. It is written under a temporary name and renamed when complete. Returns what the readme says and where the files are.
+    runtime ``readme.txt`` reports. It is written under a temporary name and renamed when complete. Returns what
+    the readme says and where the files are.
     """
     if fmt not in SUBMISSION_FORMATS:
         raise EvaluationError(f"submission format {fmt!r}: expected one of {', '.join(SUBMISSION_FORMATS)}")

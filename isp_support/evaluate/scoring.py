@@ -41,9 +41,9 @@ from ..train.models import count_parameters
 from . import inference, tiles
 
 __all__ = ["METHODS", "METRICS", "EvaluationError", "Method", "TestSet", "ablation_table", "compare_to", "mean_scores",
-           "load_test_set", "method_config", "model_info", "render_patchwise", "render_scene", "run_name",
-           "epoch_scores", "regret", "score_epochs", "score_images", "score_patches", "seconds_per_megapixel",
-           "seed_spread", "train_method", "twice_spread", "verdicts"]
+           "load_test_set", "median_seconds", "method_config", "model_info", "render_patchwise", "render_scene",
+           "run_name", "epoch_scores", "regret", "score_epochs", "score_images", "score_patches",
+           "seconds_per_megapixel", "seed_spread", "train_method", "twice_spread", "verdicts"]
 
 METRICS = ("psnr", "ssim", "delta_e2000")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "delta_e2000": False}
@@ -230,16 +230,22 @@ def seconds_per_megapixel(model: torch.nn.Module | None, device: str = "cpu", si
     if model is None:
         return 0.0
     x = torch.rand(3, side, side, generator=torch.Generator().manual_seed(0))
+    return median_seconds(lambda: tiles.render(model, x, device, tile, fast), device, repeats) / (side * side / 1e6)
+
+
+def median_seconds(run: Callable[[], Any], device: str = "cpu", repeats: int = 3) -> float:
+    """Median wall time of ``run()`` over ``repeats`` calls after one untimed warm-up, the device synchronised
+    around each call on CUDA."""
     sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
-    tiles.render(model, x, device, tile, fast)  # warm-up
+    run()
     times = []
     for _ in range(repeats):
         sync()
         start = time.perf_counter()
-        tiles.render(model, x, device, tile, fast)
+        run()
         sync()
         times.append(time.perf_counter() - start)
-    return statistics.median(times) / (side * side / 1e6)
+    return statistics.median(times)
 
 
 # --- every epoch ------------------------------------------------------------------------------------------------

@@ -26,8 +26,9 @@ from ..artifacts import atomic_write_bytes, sha256_file
 from ..config import Config, PreprocessConfig
 from ..io import DataError, require_regular_file
 
-__all__ = ["EPOCHS", "GRAM_BACKBONE_RAN", "LOADER_ONLY", "comparable", "epoch_models", "load_epoch", "load_model", "load_state", "read_checkpoint", "run_settings",
-           "same_settings", "sample_path", "save_samples", "to_bytes", "weights_bytes"]
+__all__ = ["EPOCHS", "GRAM_BACKBONE_RAN", "LOADER_ONLY", "comparable", "epoch_models", "load_epoch", "load_model",
+           "load_state", "read_checkpoint", "run_settings", "same_settings", "sample_path", "save_samples", "to_bytes",
+           "weights_bytes"]
 
 EPOCHS = "epochs"
 """Folder of a run holding every epoch's evaluated weights (``epoch_<e>.pt``)."""
@@ -39,7 +40,7 @@ stand-in, :func:`~isp_support.train.gram.gram_loss_for`); absent when it ran on 
 def run_settings(cfg: Config, stage: int, src: Any, init: Path | None, device: str) -> dict[str, Any]:
     """What a run's weights depend on (``src``: its :class:`~isp_support.train.pairs.PairSource`); a finished
     run or checkpoint is loaded only with the same settings. Training adds ``gram_backbone_ran`` when the Gram
-    loss loads another backbone than ``style_backbone`` (:data:`isp_support.train.loop.GRAM_BACKBONE_RAN`)."""
+    loss loads another backbone than ``style_backbone`` (:data:`GRAM_BACKBONE_RAN`)."""
     train = dataclasses.asdict(cfg.train)
     if train["gram_layers"] is None:  # added later: recorded when set, so runs trained before it still load
         del train["gram_layers"]

@@ -37,9 +37,6 @@ class DecodedTargets:
     def __getstate__(self) -> dict:
         return {"array_path": self.array_path, "rows": self.rows, "_array": None}
 
-    def __contains__(self, path: Path) -> bool:
-        return Path(path) in self.rows
-
     def tensor(self, path: Path) -> torch.Tensor:
         """The decoded file as ``float32 (3, H, W)`` in [0, 1]."""
         if self._array is None:

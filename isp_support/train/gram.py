@@ -224,13 +224,12 @@ def gram_loss_for(cfg: Any, device: str | torch.device = "cpu", log: Callable[[s
     ``cfg`` is a :class:`~isp_support.config.Config` (its ``embed``) or an
     :class:`~isp_support.config.EmbedConfig`. With ``style_backbone='vgg19'`` (the
     paper's, and the ``full`` profile's) VGG19 is loaded. When its weights are not
-    available (:class:`~isp_support.embed.weights_files.WeightsUnavailableError`),
-
-    for a ``Config`` of the ``full`` profile (the paper's settings) it is raised again, saying how to
-    provide them or to choose the stand-in explicitly (``embed.style_backbone=vgg16_offline``); otherwise
-    the offline ImageNet VGG16 stands in and a ``WARNING`` line says so. :attr:`GramLoss.backbone_name` is
-    the backbone that loaded, which training records. With ``style_backbone='vgg16_offline'`` (the ``tiny`` / ``demo``
-    profiles) VGG19 is not tried, so those profiles never download anything. Other loading
+    available (:class:`~isp_support.embed.weights_files.WeightsUnavailableError`), for a ``Config`` of
+    the ``full`` profile (the paper's settings) the error is raised again, saying how to provide them or
+    to choose the stand-in explicitly (``embed.style_backbone=vgg16_offline``); otherwise the offline
+    ImageNet VGG16 stands in and a ``WARNING`` line says so. :attr:`GramLoss.backbone_name` is the
+    backbone that loaded, which training records. With ``style_backbone='vgg16_offline'`` (the ``tiny``
+    / ``demo`` profiles) VGG19 is not tried, so those profiles never download anything. Other loading
     errors (e.g. a checksum mismatch) propagate.
 
     ``layers``, ``scale`` and ``reduction`` are passed to :class:`GramLoss`;

@@ -6,8 +6,8 @@ default) does the same on a CPU whose instructions compute bfloat16 products nat
 which oneDNN's kernels use); on any other CPU bfloat16 is emulated and slower than float32, so the steps stay
 in float32 there. Validation, the held-out loss that picks the kept epoch, and rendering are always float32.
 :func:`precision` names what a run on a device uses; training records it in its settings, so a run trained one
-way is never loaded or resumed as the other. :func:`isp_support.runs.configure_backends` keeps float32 float32 on CUDA (no TF32)
-and cuDNN's algorithm choice fixed; training calls it first and records what it returns.
+way is never loaded or resumed as the other. :func:`isp_support.runs.configure_backends` keeps float32 float32
+on CUDA (no TF32) and cuDNN's algorithm choice fixed; every notebook and training run call it and record it.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,8 @@ from ..config_rules import CHECKPOINT_RULES
 from ..io import read_rgb, read_rgb_tensor
 from ..metrics import SlicedReference, structure_fidelity, ssim_luma, yuv_pixels
 
-__all__ = ["FIGURES", "HELD_OUT_GRAM_CACHE_BYTES", "HeldOutLoss", "Validator", "checkpoint_rule", "choice_notes", "kept_epoch"]
+__all__ = ["FIGURES", "HELD_OUT_GRAM_CACHE_BYTES", "HeldOutLoss", "Validator", "checkpoint_rule", "choice_notes",
+           "kept_epoch", "target_pixels"]
 
 FIGURES = ("colour_distance", "structure", "ssim_luma", "pseudo_loss", "paired_loss")
 """Validation figures an epoch's history record may hold (the held-out loss is one of the last two)."""
@@ -145,13 +147,18 @@ class Validator:
         tc = cfg.train
         val_ids = src.val_ids[:: max(1, math.ceil(len(src.val_ids) / tc.val_max_patches))]
         inputs = torch.stack([read_source(src.source_files[i]).half() for i in val_ids])
-        tids = sorted(src.target_files)
-        tids = tids[:: max(1, math.ceil(len(tids) / tc.target_ref_patches))]
-        per_patch = math.ceil(max_pixels / len(tids))
-        reference = torch.cat([yuv_pixels(read_rgb_tensor(src.target_files[t])[None], per_patch, cfg.seed + 7919 * k)
-                               for k, t in enumerate(tids)]).to(device)
+        targets = [src.target_files[t] for t in sorted(src.target_files)]
+        reference = target_pixels(targets, tc.target_ref_patches, cfg.seed, max_pixels).to(device)
         held_out = None if loss is None else HeldOutLoss.for_source(src, cfg, val_ids, inputs, loss)
         return cls(inputs, reference, max(tc.batch_size, 16), cfg.seed, tc.samples, max_pixels, held_out)
+
+
+def target_pixels(files: list[Path], patches: int, seed: int, max_pixels: int = 200_000) -> torch.Tensor:
+    """YUV pixels of the target domain, ``(N, 3)``: an equal share of at most ``max_pixels`` from each of
+    ``patches`` evenly spaced ``files`` (in the given order, by patch id), seeded per file."""
+    files = files[:: max(1, math.ceil(len(files) / patches))]
+    per_patch = math.ceil(max_pixels / len(files))
+    return torch.cat([yuv_pixels(read_rgb_tensor(f)[None], per_patch, seed + 7919 * k) for k, f in enumerate(files)])
 
 
 def _chunked(model: torch.nn.Module, x: torch.Tensor, chunk: int) -> torch.Tensor:
