@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from PIL import Image
 from isp_support.evaluate import inference
 from isp_support.train import TrainingError
 from isp_support.train import loop
-from isp_support.train.checkpoint import EPOCHS, load_model, read_checkpoint
+from isp_support.train.checkpoint import EPOCHS, load_model, read_checkpoint, weights_bytes
 from isp_support.artifacts import sha256_file
 from isp_support.cli import main
 from isp_support.config import load_config
@@ -106,6 +107,31 @@ def test_a_damaged_checkpoint_names_the_file_without_torchs_advice(tmp_path, cap
     path.write_bytes(data)
     assert predict(path, raw_folder(tmp_path / "raws"), tmp_path / "out", "--profile", "tiny") == 2
     assert "weights_only" not in one_line_error(capsys, path)
+
+
+def test_a_checkpoint_that_would_expand_is_refused_before_loading(tmp_path, capsys):
+    """A zip that declares 400 MB in a few hundred kilobytes: torch.load would allocate it all first."""
+    path = tmp_path / "net.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("net/data.pkl", b"\0" * (400 << 20))
+    assert path.stat().st_size < 1 << 20
+    assert predict(path, raw_folder(tmp_path / "raws"), tmp_path / "out", "--profile", "tiny") == 2
+    one_line_error(capsys, path, "declares 419,430,400 bytes", "refused before expanding it")
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_weights_are_refused_by_predict_and_never_saved(tmp_path, capsys):
+    path = tmp_path / "net.pt"
+    bad = {k: v.clone() for k, v in STATE.items()}
+    bad["head.weight"][0, 0] = float("nan")
+    torch.save({"model": bad, "model_args": {"hidden": 128, "head": "1x1"}}, path)
+    assert predict(path, raw_folder(tmp_path / "raws"), tmp_path / "out", "--profile", "tiny") == 2
+    one_line_error(capsys, path, "non-finite weights in head.weight")
+    assert not (tmp_path / "out").exists()
+    net = _net()
+    net.load_state_dict(bad)
+    with pytest.raises(TrainingError, match="non-finite"):
+        weights_bytes(net, {"hidden": 128, "head": "1x1"}, 3, {})
 
 
 @pytest.mark.parametrize("batch", ["0", "-3"])

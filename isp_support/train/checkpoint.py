@@ -14,6 +14,7 @@ import io
 import json
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +86,10 @@ def load_state(path: Path, remedy: str = "delete it to retrain from the previous
     """A checkpoint's contents, weights-only (pickled objects are refused, never run); ``remedy`` ends the
     message when the file is damaged. Torch's own advice to load with ``weights_only=False`` is not passed on."""
     try:
-        require_regular_file(path)
+        on_disk = require_regular_file(path).st_size
     except DataError as exc:
         raise TrainingError(f"{path}: checkpoint {exc.problem}") from None
+    _check_declared_sizes(Path(path), on_disk, remedy)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -98,6 +100,35 @@ def load_state(path: Path, remedy: str = "delete it to retrain from the previous
     except Exception as exc:  # torch raises RuntimeError, EOFError, zipfile errors ...
         detail = " ".join(str(exc).split()) or "empty or truncated"
         raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {detail}); {remedy}") from None
+
+
+EXPANSION_SLACK = 1 << 20
+"""Bytes a checkpoint's entries may declare beyond the file's own size. ``torch.save`` stores its entries
+uncompressed, so a checkpoint holds about what it declares; one that declares more would expand on loading."""
+
+
+def _check_declared_sizes(path: Path, on_disk: int, remedy: str) -> None:
+    """Refuse a checkpoint whose zip entries declare more than the file holds (:data:`EXPANSION_SLACK`), before
+    ``torch.load`` allocates anything: a 0.6 MB compressed file could otherwise ask for gigabytes."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(entry.file_size for entry in archive.infolist())
+    except zipfile.BadZipFile:
+        raise TrainingError(f"{path}: unreadable checkpoint (not the zip file torch.save writes); {remedy}") from None
+    except OSError as exc:
+        raise TrainingError(f"{path}: checkpoint cannot be read: {exc.strerror or exc}") from None
+    if declared > on_disk + EXPANSION_SLACK:
+        raise TrainingError(f"{path}: checkpoint declares {declared:,} bytes of contents in a {on_disk:,}-byte file "
+                            f"(compressed entries; torch.save stores them uncompressed), refused before expanding it")
+
+
+def _check_finite(path: str | Path, weights: dict[str, Any]) -> None:
+    """Refuse weights holding NaN or infinity: they would render black or saturated images that look complete."""
+    bad = sorted(k for k, v in weights.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                 and not torch.isfinite(v).all())
+    if bad:
+        raise TrainingError(f"{path}: non-finite weights in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; "
+                            f"the network diverged: train it again")
 
 
 _MODEL_ARG_LIMITS = {"hidden": 4096, "lut_size": 129}
@@ -123,6 +154,7 @@ def read_checkpoint(path: str | Path) -> tuple[ColourNet, dict[str, Any]]:
     if too_big:
         raise TrainingError(f"{path}: model_args {too_big} out of range (allowed: 1..{_MODEL_ARG_LIMITS}), "
                             f"refused before any allocation")
+    _check_finite(path, state["model"])
     try:
         model = ColourNet(**args)
         model.load_state_dict(state["model"])
@@ -140,7 +172,8 @@ def load_model(path: str | Path, device: str = "cpu") -> ColourNet:
 def weights_bytes(model: torch.nn.Module, model_args: dict[str, Any], epoch: int, figures: dict[str, float],
                    preprocess: PreprocessConfig | None = None) -> bytes:
     """The format of ``best.pt`` and ``epochs/epoch_<e>.pt``; ``preprocess``: the pre-processing the network
-    was trained behind, as a plain dict (``None``: not known)."""
+    was trained behind, as a plain dict (``None``: not known). Non-finite weights are refused, never saved."""
+    _check_finite(f"epoch {epoch}", model.state_dict())
     return to_bytes({"model": model.state_dict(), "model_args": model_args, "epoch": epoch, "figures": figures,
                       "preprocess": None if preprocess is None else dataclasses.asdict(preprocess)})
 
