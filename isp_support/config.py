@@ -251,6 +251,9 @@ class TrainConfig:
     (:data:`~isp_support.train.checkpoint.LOADER_ONLY`)."""
     samples: int = 6
     """Validation patches rendered after every epoch."""
+    fixed_randomness: tuple[str, ...] = ()
+    """Sources of randomness drawn with seed 0 whatever ``Config.seed`` (any of ``split``, ``order``, ``targets``,
+    ``crops``, ``init``, ``validation``; ``benchmarks/seed_spread.py`` holds all but one to find the seed spread's)."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ IMAGE_LEVELS = ("paper", "tempered", "candidates", "marginal")
 KNN_SCOPES = ("global", "top_images")
 KNN_WEIGHTINGS = ("uniform", "softmax")
 PAIRINGS = ("ot", "ot_paper", "unbalanced", "knn", "random", "paired")
+RANDOMNESS = ("split", "order", "targets", "crops", "init", "validation")
+"""What a training seed draws (``TrainConfig.fixed_randomness``): the held-out scenes, each epoch's visiting order,
+pseudo-targets and crop windows, the colour network's first convolution, the held-out pseudo-targets."""
 CHECKPOINT_RULES = ("auto", "pseudo_loss", "paired_loss", "colour_distance")
 PHOTO_SOURCES = ("wheels", "debian")
 
@@ -147,6 +150,7 @@ _RULES: dict[str, _Rule] = {
     "TrainConfig.target_ref_patches": _POSITIVE_INT, "TrainConfig.checkpoint_rule": _one_of(CHECKPOINT_RULES),
     "TrainConfig.patience": _optional(_POSITIVE_INT), "TrainConfig.schedule": _one_of(("none", "cosine")),
     "TrainConfig.ema": _optional(_unit(open_high=True)), "TrainConfig.workers": _COUNT, "TrainConfig.samples": _COUNT,
+    "TrainConfig.fixed_randomness": _each(_one_of(RANDOMNESS), f"names each {_one_of(RANDOMNESS).allowed}"),
     "Stage2Config.epochs": _POSITIVE_INT, "Stage2Config.lr": _POSITIVE, "Stage2Config.d_lr": _POSITIVE,
     "Stage2Config.adv": _WEIGHT, "Stage2Config.mom": _WEIGHT, "Stage2Config.tv": _WEIGHT,
     "Stage2Config.discriminator": _one_of(("unet", "experts")), "Stage2Config.d_features": _POSITIVE_INT,

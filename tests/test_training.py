@@ -15,7 +15,7 @@ from PIL import Image
 from isp_support.train import TrainingError, checkpoint, losses, objectives, pairs, precision, validate
 from isp_support.train.gram import gram_loss_for
 from isp_support.train import loop
-from isp_support.config import PreprocessConfig, load_config
+from isp_support.config import ConfigError, PreprocessConfig, load_config
 from isp_support.embed import weights_files
 from isp_support.data import open_dataset
 from isp_support.io import read_rgb_tensor
@@ -70,18 +70,40 @@ def test_pair_source_names_what_is_missing(tiny_dataset, run, tmp_path):
 
 
 def test_epoch_plan_is_seeded_and_draws_from_the_graph(tiny_dataset, run):
-    src = pairs.pair_source(cfg_for(tiny_dataset, run), run)
-    order, targets, _ = pairs.epoch_plan(src, 1, seed=0)
+    cfg = cfg_for(tiny_dataset, run)
+    src = pairs.pair_source(cfg, run)
+    order, targets, _ = pairs.epoch_plan(src, 1, cfg)
     assert sorted(order) == sorted(src.train_ids)
-    assert pairs.epoch_plan(src, 1, seed=0)[:2] == (order, targets)
-    assert pairs.epoch_plan(src, 2, seed=0)[:2] != (order, targets)
+    assert pairs.epoch_plan(src, 1, cfg)[:2] == (order, targets)
+    assert pairs.epoch_plan(src, 2, cfg)[:2] != (order, targets)
     for sid, path in zip(order, targets):
         assert path.stem in {t for t, _ in src.graph.row(sid)}
 
 
+def test_fixed_randomness_holds_one_source_and_lets_the_others_follow_the_seed(tiny_dataset, run):
+    """The seed spread's study (benchmarks/seed_spread.py) holds every source of randomness but one at seed 0."""
+    def plan(seed, fixed=()):
+        cfg = cfg_for(tiny_dataset, run, **{"seed": seed, "train.crop": 8, "train.fixed_randomness": fixed})
+        src = pairs.pair_source(cfg, run)
+        order, targets, crops = pairs.epoch_plan(src, 1, cfg)
+        return src.val_scenes, order, targets, crops
+
+    seeds = [plan(s) for s in range(8)]
+    assert len({s[0] for s in seeds}) > 1 and len({tuple(s[1]) for s in seeds}) > 1
+    others = ("split", "order", "targets", "validation", "init")
+    only_crops = [plan(s, others) for s in range(3)]
+    assert all(p[:3] == only_crops[0][:3] for p in only_crops)
+    assert not np.array_equal(only_crops[0][3], only_crops[1][3])
+    held = plan(5, ("split", "order", "targets", "crops"))
+    assert held[:3] == plan(0)[:3] and np.array_equal(held[3], plan(0)[3])
+    with pytest.raises(ConfigError, match="fixed_randomness"):
+        cfg_for(tiny_dataset, run, **{"train.fixed_randomness": ("weights",)})
+
+
 def test_paired_pairs_each_patch_with_its_own_ground_truth(tiny_dataset, run):
-    src = pairs.pair_source(cfg_for(tiny_dataset, run), run, "paired")
-    order, targets, _ = pairs.epoch_plan(src, 1, seed=0)
+    cfg = cfg_for(tiny_dataset, run)
+    src = pairs.pair_source(cfg, run, "paired")
+    order, targets, _ = pairs.epoch_plan(src, 1, cfg)
     assert [p.stem for p in targets] == order and all(p.parent.name == "gt" for p in targets)
 
 
@@ -253,7 +275,7 @@ def test_stage1_on_tiny_data_lowers_the_training_loss(tiny_dataset, run):
     cfg = cfg_for(tiny_dataset, run, **{"train.gram": 1.0, "train.epochs": 6})
     result = loop.train(cfg, run, name="learns", progress=False, log=quiet)
     src = pairs.pair_source(cfg, run)
-    order, targets, _ = pairs.epoch_plan(src, 1, cfg.seed)
+    order, targets, _ = pairs.epoch_plan(src, 1, cfg)
     x = torch.stack([pairs.read_source(src.source_files[i]) for i in order])
     y = torch.stack([read_rgb_tensor(t) for t in targets])
     gram = gram_loss_for(cfg, log=quiet, scale=None, reduction="mean")

@@ -45,7 +45,7 @@ from .checkpoint import (EPOCHS, GRAM_BACKBONE_RAN, comparable, load_model, load
 from .gram import training_gram_loss
 from .models import ColourNet, count_parameters
 from .objectives import AdversarialObjective, Loss, Objective, discriminator, generator_loss, loss_weights
-from .pairs import PairSource, epoch_loader, pair_source
+from .pairs import PairSource, epoch_loader, pair_source, seed_of
 from .precision import autocast, uses_bf16
 from .validate import FIGURES, HELD_OUT_GRAM_CACHE_BYTES, Validator, checkpoint_rule, choice_notes, kept_epoch
 from ..artifacts import atomic_write_bytes, atomic_write_json
@@ -256,7 +256,7 @@ def _set_up(cfg: Config, stage: int, src: PairSource, name: str, folder: Path, i
     generator, seeded here, draws the colour network's weights, then the discriminator's). A Gram stand-in adds
     :data:`~isp_support.train.checkpoint.GRAM_BACKBONE_RAN` to ``settings``: it never resumes the other's."""
     tc = cfg.train
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed_of(cfg, "init"))
     model = ColourNet(hidden=tc.hidden, head=tc.head)
     model_args = {"hidden": tc.hidden, "head": tc.head}
     if init is not None:

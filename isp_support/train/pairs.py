@@ -34,7 +34,13 @@ from ..pairing.graph import PairGraph
 from ..pipeline.preprocess import output_path
 from .decoded import DecodedTargets
 
-__all__ = ["PairSource", "cut", "epoch_loader", "epoch_plan", "pair_source", "read_source"]
+__all__ = ["PairSource", "cut", "epoch_loader", "epoch_plan", "pair_source", "read_source", "seed_of"]
+
+
+def seed_of(cfg: Config, part: str) -> int:
+    """The seed that draws ``part`` of a training run (:data:`~isp_support.config_rules.RANDOMNESS`): the run's
+    ``Config.seed``, or 0 where ``TrainConfig.fixed_randomness`` holds it fixed."""
+    return 0 if part in cfg.train.fixed_randomness else cfg.seed
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ def pair_source(cfg: Config, run_dir: str | Path, pairing: str | None = None) ->
         raise TrainingError(f"{cfg.data_dir}/train/raws has {len(scenes)} scene(s); validation holds out whole "
                             f"scenes, so at least 2 are needed")
     n_val = min(len(scenes) - 1, max(1, round(cfg.train.val_fraction * len(scenes))))
-    order = np.random.default_rng([cfg.seed, 17]).permutation(len(scenes))
+    order = np.random.default_rng([seed_of(cfg, "split"), 17]).permutation(len(scenes))
     val_scenes = tuple(sorted(scenes[i] for i in order[:n_val]))
     ids = sorted(source_files)
     return PairSource(
@@ -114,16 +120,19 @@ def pair_source(cfg: Config, run_dir: str | Path, pairing: str | None = None) ->
         graph=graph, graph_file=graph_file, cache_dir=RunLayout(run_dir).root / "cache" / "decoded")
 
 
-def epoch_plan(src: PairSource, epoch: int, seed: int) -> tuple[list[str], list[Path], np.random.Generator]:
-    """Epoch ``epoch``'s source ids in visiting order, each one's target file, and the generator for crops."""
-    rng = np.random.default_rng([seed, epoch])
+def epoch_plan(src: PairSource, epoch: int, cfg: Config) -> tuple[list[str], list[Path], np.ndarray | None]:
+    """Epoch ``epoch``'s source ids in visiting order, each one's target file, and each pair's crop offsets
+    (``(N, 2)`` fractions; ``None`` without ``TrainConfig.crop``). Order, targets and crops have a generator
+    each (:func:`seed_of`), so that the seed spread's study can hold any of them fixed."""
+    rng = np.random.default_rng([seed_of(cfg, "order"), epoch])
     order = [src.train_ids[i] for i in rng.permutation(len(src.train_ids))]
     if src.graph is None:
         targets = [src.gt_files[i] for i in order]
     else:
-        sampler = src.graph.sampler(int(rng.integers(2 ** 62)))
+        sampler = src.graph.sampler(int(np.random.default_rng([seed_of(cfg, "targets"), epoch, 1]).integers(2 ** 62)))
         targets = [src.target_files[t] for t in sampler.sample(order)]
-    return order, targets, rng
+    crops = np.random.default_rng([seed_of(cfg, "crops"), epoch, 2])
+    return order, targets, crops.random((len(order), 2)) if cfg.train.crop else None
 
 
 def read_source(path: Path) -> torch.Tensor:
@@ -184,8 +193,7 @@ def epoch_loader(src: PairSource, epoch: int, cfg: Config, device: str, decode_o
     """Epoch ``epoch``'s batches in plan order (:func:`epoch_plan`), cut at seeded offsets with ``TrainConfig.crop``;
     targets decoded once for all epochs (:class:`~isp_support.train.decoded.DecodedTargets`, the same values) unless
     ``decode_once=False`` or ``src.cache_dir`` is ``None``."""
-    order, targets, rng = epoch_plan(src, epoch, cfg.seed)
-    offsets = rng.random((len(order), 2)) if cfg.train.crop else None
+    order, targets, offsets = epoch_plan(src, epoch, cfg)
     files = src.gt_files if src.graph is None else src.target_files
     decoded = DecodedTargets.build(files.values(), src.cache_dir, log) if decode_once and src.cache_dir else None
     ds = _PairDataset([src.source_files[i] for i in order], targets, offsets, cfg.train.crop, decoded)

@@ -27,7 +27,7 @@ import torch
 
 from . import TrainingError
 from .models import cache_batch
-from .pairs import PairSource, cut, read_source
+from .pairs import PairSource, cut, read_source, seed_of
 from ..config import Config
 from ..config_rules import CHECKPOINT_RULES
 from ..io import read_rgb, read_rgb_tensor
@@ -80,7 +80,7 @@ class HeldOutLoss:
         if src.graph is None:
             name, files = "paired_loss", [src.gt_files[i] for i in val_ids]
         else:
-            sampler = src.graph.sampler(int(np.random.default_rng([cfg.seed, 0]).integers(2 ** 62)))
+            sampler = src.graph.sampler(int(np.random.default_rng([seed_of(cfg, "validation"), 0]).integers(2 ** 62)))
             name, files = "pseudo_loss", [src.target_files[t] for t in sampler.sample(list(val_ids))]
         crop = cfg.train.crop
         targets = []
@@ -148,9 +148,10 @@ class Validator:
         val_ids = src.val_ids[:: max(1, math.ceil(len(src.val_ids) / tc.val_max_patches))]
         inputs = torch.stack([read_source(src.source_files[i]).half() for i in val_ids])
         targets = [src.target_files[t] for t in sorted(src.target_files)]
-        reference = target_pixels(targets, tc.target_ref_patches, cfg.seed, max_pixels).to(device)
+        seed = seed_of(cfg, "validation")
+        reference = target_pixels(targets, tc.target_ref_patches, seed, max_pixels).to(device)
         held_out = None if loss is None else HeldOutLoss.for_source(src, cfg, val_ids, inputs, loss)
-        return cls(inputs, reference, max(tc.batch_size, 16), cfg.seed, tc.samples, max_pixels, held_out)
+        return cls(inputs, reference, max(tc.batch_size, 16), seed, tc.samples, max_pixels, held_out)
 
 
 def target_pixels(files: list[Path], patches: int, seed: int, max_pixels: int = 200_000) -> torch.Tensor:
