@@ -469,9 +469,8 @@ def estimate(work: dict, scale: Scale | None = None, rates: Rates | None = None,
     # the first epoch and after each (float32), and the validator's set-up (target JPEG decodes).
     ref_targets = math.ceil(scale.train_jpegs / math.ceil(scale.train_jpegs / tc.target_ref_patches))
     val_n = plan["validated_patches"]
-    batches = math.ceil(val_n / tc.batch_size)
     fits = val_n * work["gram_target_side_bytes_patch"] <= HELD_OUT_GRAM_CACHE_BYTES
-    # A cyclic scan of more batches than an LRU cache holds never hits: the target side is recomputed each time.
+    # Where the held-out targets do not all fit, the cache keeps the first ones; counted as all recomputed (a bound).
     target_side = work["gram_target_side_patch"]
     per_val_patch = work["held_out_loss_patch"] + work["colournet_forward_patch"] + work["metrics_patch"]
     first_val = val_n * per_val_patch

@@ -3,7 +3,8 @@
 * :func:`read_raw`: a packed RAW patch ``(H, W, 4)`` (``.npy``), checked;
 * :func:`read_rgb` (:func:`decode_rgb` with the file's format and bit depth): an sRGB JPEG/PNG as ``uint8``;
   :func:`read_rgb_tensor` / :func:`read_rgb_batch`: the same as float32 in [0, 1], channels first;
-* :func:`read_preprocessed`: one stored result of the RAW pre-processing (``isp_support.pipeline.preprocess``).
+* :func:`read_preprocessed`: one stored result of the RAW pre-processing (``isp_support.pipeline.preprocess``);
+* :func:`read_json`: a record or settings file, bounded in size and nesting.
 
 Only regular files are read (a FIFO or a link to a device is refused before it
 is opened for reading), and nothing is allocated from what a header claims
@@ -13,6 +14,7 @@ before the claim is checked against the file's size and :data:`MAX_RAW_PIXELS` /
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import warnings
@@ -96,6 +98,29 @@ def require_regular_file(path: str | Path) -> os.stat_result:
     if not stat.S_ISREG(info.st_mode):
         raise UnreadableFileError(path, f"not a regular file ({_file_kind(info.st_mode)}); only regular files are read")
     return info
+
+
+MAX_JSON_BYTES = 64 << 20
+"""Largest JSON record read (a run's records are kilobytes; the demo's largest, a patch index, a few MB)."""
+
+
+def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> object:
+    """The JSON value in ``path``. Not a regular file (a FIFO would block), larger than ``max_bytes``, unreadable,
+    not UTF-8, not JSON or nested too deeply (Python's parser raises RecursionError) is an
+    :class:`UnreadableFileError` naming the file."""
+    size = require_regular_file(path).st_size
+    if size > max_bytes:
+        raise UnreadableFileError(path, f"{size:,} bytes, more than the {max_bytes:,} a JSON record may have")
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise UnreadableFileError(path, f"cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UnreadableFileError(path, "not JSON (not UTF-8 text)") from None
+    except json.JSONDecodeError as exc:
+        raise UnreadableFileError(path, f"not JSON ({exc.msg} at line {exc.lineno}); truncated or damaged") from None
+    except RecursionError:
+        raise UnreadableFileError(path, "JSON nested too deeply to read") from None
 
 
 def _npy_header(path: Path, file_size: int) -> tuple[tuple[int, ...], np.dtype]:

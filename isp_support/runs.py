@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import platform
 import random
@@ -21,7 +20,7 @@ from .artifacts import atomic_write_json
 from .config import Config
 from .config_rules import resolve_device
 from .config_rules import validate
-from .io import DataError, require_regular_file
+from .io import DataError, read_json, require_regular_file
 
 RUN_RECORD = "run.json"
 
@@ -191,13 +190,9 @@ def _read_record(path: Path) -> dict[str, Any]:
     except DataError as exc:
         raise RunRecordError(path, f"cannot be read: {exc.problem}") from None
     try:
-        text = path.read_bytes()
-    except OSError as exc:
-        raise RunRecordError(path, f"cannot be read ({exc.strerror})") from None
-    try:
-        record = json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunRecordError(path, f"not JSON ({exc})") from None
+        record = read_json(path)
+    except DataError as exc:
+        raise RunRecordError(path, exc.problem) from None
     if not isinstance(record, dict) or not isinstance(record.get("notebooks", {}), dict):
         raise RunRecordError(path, "not a run record (a JSON object whose 'notebooks' entry is an object)")
     return record

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .artifacts import atomic_write_json
 from .config import Config
+from .io import DataError, read_json
 from .runs import RunLayout
 
 HEADLESS_ENV = "ISP_HEADLESS"
@@ -87,8 +88,8 @@ def _recorded_seconds(path: Path, profile: str) -> dict[str, float]:
     """The notebook times already in ``series.json`` for ``profile``; none when absent, unreadable or another
     profile's (the folder's record is then started again)."""
     try:
-        record = json.loads(path.read_text())
+        record = read_json(path)
         seconds = record["seconds"] if record.get("profile") == profile else {}
         return {str(k): float(v) for k, v in seconds.items()}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (DataError, ValueError, TypeError, KeyError, AttributeError):
         return {}

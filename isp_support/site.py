@@ -29,6 +29,7 @@ from typing import Any
 import nbformat
 
 from .artifacts import atomic_directory
+from .io import DataError, read_json
 from .runs import RunLayout
 from .series import series_notebooks
 
@@ -148,9 +149,10 @@ html_favicon = "images/favicon.png"  # without one, browsers ask a server for /f
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = read_json(path)
+    except DataError:
         return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _landing(metrics: dict[str, Any], chapters: list[str]) -> str:

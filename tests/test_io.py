@@ -1,10 +1,13 @@
 """The file readers: one reader per kind of file, each error naming the file."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from isp_support import io
 from isp_support.io import UnreadableFileError, read_preprocessed, read_raw, read_rgb, read_rgb_batch, read_rgb_tensor
 
 
@@ -55,3 +58,30 @@ def test_preprocessed_array_reads_back_as_stored(tmp_path, dtype):
     np.save(tmp_path / "p.npy", arr)
     back = read_preprocessed(tmp_path / "p.npy")
     assert back.dtype == dtype and np.array_equal(back, arr)
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b'{"seconds": {"01": 1.5}', "not JSON"),           # truncated by a killed writer
+    (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),  # RecursionError inside json.loads
+    (b"\xff\xfe{}", "not JSON \\(not UTF-8"),
+    (b"{" + b" " * 5000 + b"}", "more than the 4,096"),
+])
+def test_a_json_record_that_cannot_be_read_is_a_named_error(tmp_path, content, problem):
+    path = tmp_path / "record.json"
+    path.write_bytes(content)
+    with pytest.raises(io.UnreadableFileError, match=problem) as info:
+        io.read_json(path, max_bytes=4096 if b" " * 5000 in content else io.MAX_JSON_BYTES)
+    assert str(path) in str(info.value)
+
+
+def test_a_json_record_that_is_a_fifo_is_refused_without_blocking(tmp_path):
+    path = tmp_path / "series.json"
+    os.mkfifo(path)
+    with pytest.raises(io.UnreadableFileError, match="a FIFO"):
+        io.read_json(path)
+    assert io.read_json(_written(tmp_path / "ok.json", '{"a": [1, 2]}')) == {"a": [1, 2]}
+
+
+def _written(path, text):
+    path.write_text(text)
+    return path

@@ -1,3 +1,4 @@
+import os
 import json
 import re
 from pathlib import Path
@@ -107,3 +108,15 @@ def test_every_notebook_records_the_backend_flags_it_set(tmp_path):
     assert entry["backends"] == {"cuda_matmul_allow_tf32": False, "cudnn_allow_tf32": False,
                                  "float32_matmul_precision": "highest", "cudnn_benchmark": False,
                                  "cudnn_deterministic": True}
+
+
+def test_a_series_record_that_is_a_fifo_is_not_read(tmp_path):
+    """Reading a FIFO blocks until a writer comes: run-series would hang before its first notebook."""
+    from isp_support.series import _recorded_seconds
+
+    path = tmp_path / "series.json"
+    os.mkfifo(path)
+    assert _recorded_seconds(path, "demo") == {}
+    path.unlink()
+    path.write_text('{"profile": "demo", "seconds": {"01_preprocess": 2.5}}')
+    assert _recorded_seconds(path, "demo") == {"01_preprocess": 2.5} and _recorded_seconds(path, "tiny") == {}

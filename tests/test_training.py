@@ -393,6 +393,10 @@ def test_result_json_records_settings_and_history(tiny_dataset, run):
     assert [h["epoch"] for h in saved["history"]] == [0, 1]
     assert saved["checkpoint_rule"] == "pseudo_loss" and result.summary()["checkpoint_rule"] == "pseudo_loss"
     assert {"colour_distance", "structure", "pseudo_loss"} <= set(result.summary()["best"])
+    truncated = (result.folder / loop.RESULT).read_bytes()[:40]
+    (result.folder / loop.RESULT).write_bytes(truncated)   # a damaged record: a named error, not JSONDecodeError
+    with pytest.raises(TrainingError, match=r"result.json: not JSON .*truncated or damaged; delete"):
+        loop.train(cfg, run, name="record", progress=False, log=quiet)
     assert (result.folder / "samples" / "epoch_001.png").is_file()
     assert result.summary()["parameters"] == 7055
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from ..artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha
 from ..config import PreprocessConfig, config_from_dict, load_config
 from ..config_rules import resolve_device
 from ..config_rules import ConfigError
-from ..io import DataError, UnreadableFileError, raw_shape, read_raw, require_regular_file
+from ..io import DataError, UnreadableFileError, raw_shape, read_json, read_raw, require_regular_file
 from ..pipeline.errors import FFDNetUnavailableError, RawPipelineError
 from ..pipeline.preprocess import pipeline_settings
 from ..pipeline.raw import RawPipeline
@@ -147,11 +146,7 @@ class PredictError(DataError):
 
 def _run_record_preprocess(path: Path) -> Any:
     """The ``config.preprocess`` entry of a run's ``run.json``."""
-    require_regular_file(path)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise UnreadableFileError(path, f"not JSON: {exc}") from None
+    record = read_json(path)
     config = record.get("config") if isinstance(record, dict) else None
     if not isinstance(config, dict) or "preprocess" not in config:
         raise PredictError(path, "not a run record with pre-processing settings (no config.preprocess entry)")
@@ -285,11 +280,11 @@ def _read_record(path: Path, overwrite: bool) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}
     try:
-        files = json.loads(path.read_text(encoding="utf-8"))["files"]
+        files = read_json(path)["files"]
         if all(Path(name).name == name and name.endswith(".png") and isinstance(entry, dict)
                and RECORD_KEYS <= entry.keys() for name, entry in files.items()):
             return files
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (DataError, KeyError, TypeError, AttributeError):
         pass
     if overwrite:
         return {}

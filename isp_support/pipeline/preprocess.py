@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..artifacts import atomic_save_npy, atomic_write_json, sha256_file
 from ..config import PreprocessConfig
 from ..data import ChallengeDataset, Patch, open_dataset
-from ..io import read_preprocessed, read_raw
+from ..io import DataError, read_json, read_preprocessed, read_raw
 from .errors import RawPipelineError
 from .raw import RawPipeline
 
@@ -119,8 +119,8 @@ def _split_patches(source: str | Path | ChallengeDataset | Iterable[Patch], spli
 def _read_index(path: Path) -> dict:
     """The per-patch entries of a split's index; an unreadable index is an empty cache."""
     try:
-        index = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
+        index = read_json(path)
+    except DataError:
         return {}
     entries = index.get("entries") if isinstance(index, dict) else None
     return entries if isinstance(entries, dict) else {}

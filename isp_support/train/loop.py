@@ -23,7 +23,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
@@ -50,6 +49,7 @@ from .precision import autocast, uses_bf16
 from .validate import FIGURES, HELD_OUT_GRAM_CACHE_BYTES, Validator, checkpoint_rule, choice_notes, kept_epoch
 from ..artifacts import atomic_write_bytes, atomic_write_json
 from ..config import Config, TrainConfig
+from ..io import DataError, read_json
 from ..runs import RunLayout, configure_backends, run_name
 
 __all__ = ["TrainResult", "sample_path", "train", "train_step"]
@@ -214,7 +214,13 @@ def _finished(folder: Path, name: str, stage: int, src: PairSource, settings: di
               log: Callable[[str], None]) -> TrainResult:
     """The finished run in ``folder``, when it was trained with ``settings`` (:func:`same_settings`); else a
     :class:`TrainingError`."""
-    done = json.loads((folder / RESULT).read_text())
+    try:
+        done = read_json(folder / RESULT)
+    except DataError as exc:
+        raise TrainingError(f"{exc}; delete {folder} to train the run again") from None
+    if not isinstance(done, dict):
+        raise TrainingError(f"{folder / RESULT}: not a training record (a JSON object); delete {folder} to train "
+                            f"the run again")
     same, ran = same_settings(done.get("settings"), settings)
     if same:
         log(f"[train] {name}: finished run found in {folder}; loading it (retrain=True to train again)")
