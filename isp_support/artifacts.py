@@ -9,11 +9,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .io import DataError
 
 
 _PROC_STATUS = "/proc/self/status"
@@ -88,18 +90,29 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+class ForeignFolderError(DataError):
+    """An output path holds something the command did not make: it is never replaced."""
+
+
 @contextlib.contextmanager
-def atomic_directory(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_directory(final: str | os.PathLike, overwrite: bool = False,
+                     owned: Callable[[Path], set[str] | None] | None = None,
+                     made_by: str = "this command") -> Iterator[Path]:
     """Build a folder under a temporary name and rename it to ``final`` only on success.
 
     A crash inside the ``with`` block leaves ``final`` untouched (and the temporary
     folder removed). With ``overwrite`` an existing ``final`` is replaced only after
-    the new one is complete. The folder gets the mode a plain ``os.mkdir`` gives
+    the new one is complete, and only if it is an empty folder or one that ``made_by`` made and that holds
+    nothing else: ``owned(final)`` gives the files (relative paths) its record says it made, ``None`` if it has
+    no such record. A file, a folder of someone else's (a run, photos) or one with a user's files added is a
+    :class:`ForeignFolderError` before anything is deleted. The folder gets the mode a plain ``os.mkdir`` gives
     (``0o777`` less the umask), not the temporary folder's ``0o700``.
     """
     final = Path(final)
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final} already exists")
+    if final.exists() or final.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{final} already exists")
+        require_replaceable(final, owned, made_by)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     try:
@@ -115,6 +128,28 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False) -> Itera
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def require_replaceable(final: Path, owned: Callable[[Path], set[str] | None] | None, made_by: str) -> None:
+    """Whether :func:`atomic_directory` may replace ``final`` (see there); else a :class:`ForeignFolderError`.
+    Commands call it before their work too, so that a refused output costs nothing."""
+    if final.is_symlink() or not final.is_dir():
+        raise ForeignFolderError(final, "exists and is not a folder; it is left as it is: choose another output "
+                                        "path or remove it yourself")
+    try:
+        present = {str(p.relative_to(final)) for p in final.rglob("*") if not p.is_dir()}
+    except OSError as exc:
+        raise ForeignFolderError(final, f"cannot be listed ({exc.strerror or exc}); it is left as it is") from None
+    if not present or owned is None:
+        return
+    made = owned(final)
+    if made is None:
+        raise ForeignFolderError(final, f"exists and was not made by {made_by}, so it is not replaced (nothing "
+                                        f"in it is deleted): choose another output folder or remove it yourself")
+    extra = sorted(present - made)
+    if extra:
+        raise ForeignFolderError(final, f"holds {len(extra)} file(s) {made_by} did not make (first: {extra[0]}), "
+                                        f"so it is not replaced: move them out or choose another output folder")
 
 
 def _json_default(obj: Any) -> Any:

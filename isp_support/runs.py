@@ -176,6 +176,10 @@ def device_description(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
+class RunDirError(DataError):
+    """A folder that must not be a run folder (the package's source tree, the series' own notebooks)."""
+
+
 class RunRecordError(DataError):
     """An existing ``run.json`` cannot be read as a run record."""
 
@@ -229,6 +233,21 @@ def configure_backends() -> dict[str, bool | str]:
             "cudnn_deterministic": torch.backends.cudnn.deterministic}
 
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def check_run_dir(run_dir: str | Path, notebooks_dir: str | Path | None = None) -> None:
+    """A run folder never lies in the package's source tree, and its ``notebooks`` folder is never the series'
+    own notebooks (the executed copies would overwrite them); else a :class:`RunDirError`."""
+    where = Path(run_dir).resolve()
+    if where == PACKAGE_DIR or PACKAGE_DIR in where.parents:
+        raise RunDirError(Path(run_dir), f"inside the package's source tree ({PACKAGE_DIR}); a run folder goes "
+                                         f"elsewhere, e.g. runs/NAME")
+    if notebooks_dir is not None and RunLayout(where).notebooks == Path(notebooks_dir).resolve():
+        raise RunDirError(Path(run_dir), f"its notebooks folder is the series' own ({Path(notebooks_dir)}), "
+                                         f"which the executed copies would overwrite; use e.g. runs/NAME")
+
+
 def init_run(cfg: Config, notebook: str | None = None) -> tuple[Path, str]:
     """Create ``cfg.run_dir``, seed everything, and record the run; returns ``(run_dir, device)``.
 
@@ -241,7 +260,12 @@ def init_run(cfg: Config, notebook: str | None = None) -> tuple[Path, str]:
     device = resolve_device(cfg.device)
     run_dir = Path(cfg.run_dir)
     path = RunLayout(run_dir).record
+    check_run_dir(run_dir)
     record = _read_record(path) if path.exists() else {}
+    recorded = record.get("config", {}).get("profile") if isinstance(record.get("config"), dict) else None
+    if recorded not in (None, cfg.profile):
+        raise RunRecordError(path, f"records a run of the {recorded!r} profile, not {cfg.profile!r}; use another "
+                                   f"run folder (one record per run)")
     entry = {
         "config": cfg.to_dict(), "seed": cfg.seed, "device": device,
         "device_description": device_description(device), "versions": package_versions(),

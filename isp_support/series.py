@@ -11,7 +11,7 @@ from pathlib import Path
 from .artifacts import atomic_write_json
 from .config import Config
 from .io import DataError, read_json
-from .runs import RunLayout
+from .runs import RunLayout, check_run_dir
 
 HEADLESS_ENV = "ISP_HEADLESS"
 """Set while :func:`run_series` runs the notebooks (and by ``make nbval``): no front end will show a widget."""
@@ -51,6 +51,7 @@ def run_series(cfg: Config, notebooks_dir: str | Path = "notebooks", only: list[
     if not notebooks:
         log(f"no notebooks matching NN_name.ipynb in {Path(notebooks_dir).resolve()}: nothing to run")
         return []
+    check_run_dir(cfg.run_dir, notebooks_dir)
     out_dir = RunLayout(cfg.run_dir).notebooks
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = os.environ.get(HEADLESS_ENV)

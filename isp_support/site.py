@@ -28,7 +28,7 @@ from typing import Any
 
 import nbformat
 
-from .artifacts import atomic_directory
+from .artifacts import atomic_directory, atomic_write_json, require_replaceable
 from .io import DataError, read_json
 from .runs import RunLayout
 from .series import series_notebooks
@@ -96,6 +96,8 @@ def build_site(run_dir: str | Path, notebooks_dir: str | Path, out_dir: str | Pa
     """
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else RunLayout(run_dir).site
+    if out_dir.exists() or out_dir.is_symlink():
+        require_replaceable(out_dir, site_files, "build-site")
     executed = executed_notebooks(run_dir, notebooks_dir)
     with tempfile.TemporaryDirectory(prefix="isp-site-") as tmp:
         book = Path(tmp) / "book"
@@ -106,8 +108,10 @@ def build_site(run_dir: str | Path, notebooks_dir: str | Path, out_dir: str | Pa
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise SiteError(f"sphinx-build failed ({done.returncode}):\n{done.stdout[-4000:]}{done.stderr[-4000:]}")
-        with atomic_directory(out_dir, overwrite=True) as target:
+        with atomic_directory(out_dir, overwrite=True, owned=site_files, made_by="build-site") as target:
             shutil.copytree(html, target, dirs_exist_ok=True)
+            files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if not p.is_dir())
+            atomic_write_json(target / SITE_RECORD, {"made_by": "build-site", "files": [*files, SITE_RECORD]})
     log(f"[site] {out_dir / 'index.html'} ({len(executed)} chapters)")
     return out_dir
 
@@ -145,6 +149,20 @@ html_copy_source = False
 html_show_search_summary = False  # summaries fetch() each page, which file:// forbids
 html_favicon = "images/favicon.png"  # without one, browsers ask a server for /favicon.ico (a 404)
 """
+
+
+SITE_RECORD = ".isp-support-site.json"
+"""The list of files ``build-site`` wrote into a site folder: it replaces a folder only when it holds nothing else."""
+
+
+def site_files(folder: Path) -> set[str] | None:
+    """The files ``build-site`` made in ``folder`` by its record (``None``: no record, not a site of ours)."""
+    try:
+        record = read_json(folder / SITE_RECORD)
+    except DataError:
+        return None
+    files = record.get("files") if isinstance(record, dict) else None
+    return set(map(str, files)) if isinstance(files, list) else None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -120,3 +120,12 @@ def test_a_series_record_that_is_a_fifo_is_not_read(tmp_path):
     path.unlink()
     path.write_text('{"profile": "demo", "seconds": {"01_preprocess": 2.5}}')
     assert _recorded_seconds(path, "demo") == {"01_preprocess": 2.5} and _recorded_seconds(path, "tiny") == {}
+
+
+def test_a_run_record_of_another_profile_is_refused_and_left_alone(cfg):
+    run_dir, _ = init_run(cfg, notebook="01_preprocess")
+    before = (run_dir / RUN_RECORD).read_bytes()
+    demo = load_config("demo", run_dir=cfg.run_dir, device="cpu", environ={})
+    with pytest.raises(RunRecordError, match="records a run of the 'tiny' profile, not 'demo'"):
+        init_run(demo, notebook="02_stitch")
+    assert (run_dir / RUN_RECORD).read_bytes() == before

@@ -45,8 +45,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..artifacts import atomic_directory, atomic_save_npy, atomic_write_bytes, atomic_write_json, sha256_file
+from ..artifacts import (atomic_directory, atomic_save_npy, atomic_write_bytes, atomic_write_json, require_replaceable,
+                         sha256_file)
 from ..config import DatasetConfig
+from ..io import DataError, read_json
 from .crops import photo_crops, photo_rng
 from .look import PhoneLook, render_look, to_uint8
 from .photos import Photo, PhotoSourceUnavailable, debian_photos, folder_photos, load_photo, wheel_photos
@@ -168,6 +170,19 @@ def build_key(cfg: DatasetConfig, seed: int, photos: list[Photo], look: PhoneLoo
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def made_files(folder: Path) -> set[str] | None:
+    """The files this builder wrote into ``folder`` by its manifest (``None``: no manifest of this builder), for
+    :func:`~isp_support.artifacts.atomic_directory`: ``build-dataset`` replaces nothing else."""
+    try:
+        manifest = read_json(folder / MANIFEST)
+    except DataError:
+        return None
+    if not isinstance(manifest, dict) or "builder_version" not in manifest or not isinstance(manifest.get("files"),
+                                                                                             dict):
+        return None
+    return set(manifest["files"]) | {MANIFEST, str(manifest.get("contact_sheet", "contact_sheet.png"))}
+
+
 def build_dataset(out: str | Path, cfg: DatasetConfig, seed: int = 0, cache_dir: str | Path = "data/photos",
                   photo_folders: tuple[str | Path, ...] = (), look: PhoneLook = PhoneLook(),
                   force: bool = False, progress: bool = True, log=print) -> Path:
@@ -185,9 +200,11 @@ def build_dataset(out: str | Path, cfg: DatasetConfig, seed: int = 0, cache_dir:
         photos = photos[: cfg.max_photos]
     key = build_key(cfg, seed, photos, look)
     manifest_path = out / MANIFEST
+    if out.exists() or out.is_symlink():
+        require_replaceable(out, made_files, "build-dataset")
     if manifest_path.is_file() and not force:
-        existing = json.loads(manifest_path.read_text())
-        if existing.get("build_key") == key:
+        existing = read_json(manifest_path)
+        if isinstance(existing, dict) and existing.get("build_key") == key:
             log(f"dataset up to date: {out} ({existing['counts']})")
             return out
     images = {p.id: load_photo(p) for p in photos}  # decode all first: a bad photo fails before any writing
@@ -195,7 +212,7 @@ def build_dataset(out: str | Path, cfg: DatasetConfig, seed: int = 0, cache_dir:
     sensor = sample_sensor(np.random.default_rng([seed, 2]))
     plans = _plan_scenes(roles, images, cfg, seed)
 
-    with atomic_directory(out, overwrite=True) as tmp:
+    with atomic_directory(out, overwrite=True, owned=made_files, made_by="build-dataset") as tmp:
         records, files = [], {}
         for plan in tqdm(plans, desc="building scenes", disable=not progress, file=sys.stdout):
             record, written = _write_scene(tmp, plan, images[plan.photo.id], cfg, sensor, look, seed)
