@@ -174,12 +174,17 @@ def _add_predict(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     p.add_argument("--camera-wb", action="store_true", help="camera RAW files: use the as-shot white balance")
     p.add_argument("--overwrite", action="store_true",
                    help="render every input again and delete OUTPUT's outputs of other checkpoints or settings")
+    p.add_argument("--unrecorded", action="store_true",
+                   help="use a best.pt that has no result.json beside it (its run did not finish)")
     p.set_defaults(func=_predict)
 
 
 def _predict(args: argparse.Namespace) -> int:
     from .evaluate.inference import Predictor, export_folder
+    from .train.checkpoint import require_run_record
 
+    if not args.unrecorded:
+        require_run_record(args.checkpoint)
     predictor = Predictor(args.checkpoint, device=args.device, profile=args.profile, tile=args.tile,
                           batch_size=args.batch, preprocess_from=args.preprocess_from)
     print(f"[predict] {args.checkpoint} on {predictor.device}; pre-processing from {predictor.config_source}")

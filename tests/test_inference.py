@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -162,6 +163,8 @@ def save_checkpoint(path, seed: int = 0, preprocess: PreprocessConfig | None = F
              "figures": {}, "preprocess": None if preprocess is None else dataclasses.asdict(preprocess)}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state | entries, path)
+    if path.name == "best.pt":  # a finished run's, as predict requires (its record is written last)
+        (path.parent / "result.json").write_text(json.dumps({"best_epoch": 0}))
     return path
 
 

@@ -134,6 +134,17 @@ def test_non_finite_weights_are_refused_by_predict_and_never_saved(tmp_path, cap
         weights_bytes(net, {"hidden": 128, "head": "1x1"}, 3, {})
 
 
+def test_a_best_pt_without_its_runs_record_is_refused_unless_told(tmp_path, capsys, checkpoint):
+    """A run killed mid-training has no result.json (written last): its weights are not silently used."""
+    (checkpoint.parent / "result.json").unlink()
+    src = raw_folder(tmp_path / "raws")
+    assert predict(checkpoint, src, tmp_path / "out") == 2
+    one_line_error(capsys, checkpoint, "no result.json beside it", "--unrecorded")
+    assert not (tmp_path / "out").exists()
+    assert predict(checkpoint, src, tmp_path / "out", "--unrecorded") == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
+
+
 @pytest.mark.parametrize("batch", ["0", "-3"])
 def test_a_batch_size_below_one_is_a_named_error(tmp_path, capsys, checkpoint, batch):
     assert predict(checkpoint, raw_folder(tmp_path / "raws"), tmp_path / "out", "--batch", batch) == 2

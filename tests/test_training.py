@@ -221,6 +221,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny_dataset, run):
     with pytest.raises(KeyboardInterrupt):
         loop.train(cfg, run, name="killed", progress=False, on_epoch_end=kill, log=quiet)
     assert not (run / "train" / "killed" / loop.RESULT).exists()
+    assert not (run / "train" / "killed" / loop.BEST).exists()  # nothing a user could take for a trained network
     lines = []
     resumed = loop.train(cfg, run, name="killed", progress=False, log=lines.append)
     assert any("resuming after epoch 2" in line for line in lines)

@@ -28,8 +28,8 @@ from ..config import Config, PreprocessConfig
 from ..io import DataError, require_regular_file
 
 __all__ = ["EPOCHS", "GRAM_BACKBONE_RAN", "LOADER_ONLY", "comparable", "epoch_models", "load_epoch", "load_model",
-           "load_state", "read_checkpoint", "run_settings", "same_settings", "sample_path", "save_samples", "to_bytes",
-           "weights_bytes"]
+           "load_state", "read_checkpoint", "require_run_record", "run_settings", "same_settings", "sample_path",
+           "save_samples", "to_bytes", "weights_bytes"]
 
 EPOCHS = "epochs"
 """Folder of a run holding every epoch's evaluated weights (``epoch_<e>.pt``)."""
@@ -162,6 +162,15 @@ def read_checkpoint(path: str | Path) -> tuple[ColourNet, dict[str, Any]]:
         raise TrainingError(f"{path}: model_args {args} and the saved weights do not make a ColourNet: "
                             f"{' '.join(str(exc).split())}") from None
     return model.eval(), state
+
+
+def require_run_record(path: str | Path) -> None:
+    """A ``best.pt`` is used only beside its run's ``result.json``, which training writes last: without it the run
+    did not finish (killed, or still training). Other files (an exported copy) are not checked."""
+    path = Path(path)
+    if path.name == "best.pt" and path.exists() and not (path.parent / "result.json").is_file():
+        raise TrainingError(f"{path}: no result.json beside it, so its training run did not finish (killed or still "
+                            f"running); finish the run, or pass --unrecorded to use these weights anyway")
 
 
 def load_model(path: str | Path, device: str = "cpu") -> ColourNet:

@@ -187,14 +187,15 @@ def train(cfg: Config, run_dir: str | Path, device: str = "cpu", stage: int = 1,
         shutil.rmtree(folder)
     if (folder / RESULT).is_file():
         return _finished(folder, name, stage, src, settings, device, log)
+    (folder / BEST).unlink(missing_ok=True)  # an unfinished run's (written by an older version): never used
     run = _set_up(cfg, stage, src, name, folder, init, settings, rule, device, backends, log)
     _resume(run, log)
     best_epoch = kept_epoch(run.history, rule, cfg.train.min_structure)
     for epoch in range(run.start, run.epochs + 1):
         if cfg.train.patience is not None and run.history[-1]["epoch"] - best_epoch >= cfg.train.patience:
             break
-        record, blob = _epoch(run, epoch, progress, log)
-        best_epoch = _keep(run, epoch, blob)
+        record = _epoch(run, epoch, progress, log)
+        best_epoch = _keep(run, epoch)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
     return _finish(run, best_epoch, log)
@@ -318,7 +319,6 @@ def _resume(run: _Run, log: Callable[[str], None]) -> None:
     save_samples(run.folder, 0, run.validator.inputs[run.validator.sample_idx], preds)
     blob = weights_bytes(run.eval_model(), run.model_args, 0, figures, run.cfg.preprocess)
     atomic_write_bytes(run.folder / EPOCHS / "epoch_000.pt", blob)
-    atomic_write_bytes(run.folder / BEST, blob)
 
 
 def _steps(run: _Run, epoch: int, progress: bool) -> tuple[dict[str, torch.Tensor], int, int]:
@@ -339,9 +339,9 @@ def _steps(run: _Run, epoch: int, progress: bool) -> tuple[dict[str, torch.Tenso
     return sums, steps, skipped
 
 
-def _epoch(run: _Run, epoch: int, progress: bool, log: Callable[[str], None]) -> tuple[dict[str, Any], bytes]:
-    """Train and validate one epoch; record it in the history and save its samples and evaluated weights.
-    Returns the epoch's record and those weights (:func:`~isp_support.train.checkpoint.weights_bytes`)."""
+def _epoch(run: _Run, epoch: int, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """Train and validate one epoch; record it in the history and save its samples and evaluated weights
+    (``epochs/epoch_<e>.pt``, :func:`~isp_support.train.checkpoint.weights_bytes`). Returns the epoch's record."""
     t0 = time.perf_counter()
     run.model.train()
     sums, steps, epoch_skipped = _steps(run, epoch, progress)
@@ -359,15 +359,13 @@ def _epoch(run: _Run, epoch: int, progress: bool, log: Callable[[str], None]) ->
     save_samples(run.folder, epoch, run.validator.inputs[run.validator.sample_idx], preds)
     blob = weights_bytes(run.eval_model(), run.model_args, epoch, figures, run.cfg.preprocess)
     atomic_write_bytes(run.folder / EPOCHS / f"epoch_{epoch:03d}.pt", blob)
-    return record, blob
+    return record
 
 
-def _keep(run: _Run, epoch: int, blob: bytes) -> int:
-    """The kept epoch after ``epoch`` (its weights ``blob`` become ``best.pt`` if it is), and the full checkpoint
-    of ``epoch`` written (the last :data:`KEEP_CHECKPOINTS` are kept)."""
+def _keep(run: _Run, epoch: int) -> int:
+    """The kept epoch after ``epoch``, and the full checkpoint of ``epoch`` written (the last
+    :data:`KEEP_CHECKPOINTS` are kept). ``best.pt`` is written only when the run finishes (:func:`_finish`)."""
     best_epoch = kept_epoch(run.history, run.rule, run.cfg.train.min_structure)
-    if best_epoch == epoch:
-        atomic_write_bytes(run.folder / BEST, blob)
     state = {"epoch": epoch, "settings": run.settings_json, "model": run.model.state_dict(),
              "opt": run.opt.state_dict(), "sched": run.sched.state_dict() if run.sched is not None else None,
              "ema": run.ema.state_dict() if run.ema is not None else None, **run.objective.state_dict(),
@@ -379,7 +377,8 @@ def _keep(run: _Run, epoch: int, blob: bytes) -> int:
 
 
 def _finish(run: _Run, best_epoch: int, log: Callable[[str], None]) -> TrainResult:
-    """Write ``result.json`` (settings, history, the kept epoch and why, backends, Gram backbone); return the run."""
+    """Write ``best.pt`` (the kept epoch's weights), then ``result.json`` (settings, history, the kept epoch and why,
+    backends, Gram backbone), the record last; return the run. A killed run has neither."""
     tc = run.cfg.train
     notes = choice_notes(run.history, best_epoch, run.rule, tc.min_structure,
                          "the untrained identity network" if run.init is None else f"the weights of {run.init}")
@@ -387,6 +386,7 @@ def _finish(run: _Run, best_epoch: int, log: Callable[[str], None]) -> TrainResu
         notes.append(f"early stop after epoch {run.history[-1]['epoch']} (patience {tc.patience})")
     if run.skipped:
         notes.append(f"{run.skipped} step(s) skipped for a non-finite loss")
+    atomic_write_bytes(run.folder / BEST, (run.folder / EPOCHS / f"epoch_{best_epoch:03d}.pt").read_bytes())
     atomic_write_json(run.folder / RESULT, {"settings": json.loads(run.settings_json), "history": run.history,
                                             "best_epoch": best_epoch, "checkpoint_rule": run.rule,
                                             "skipped_steps": run.skipped, "seconds": run.seconds, "notes": notes,
