@@ -14,11 +14,25 @@ repository buttons.
 Pages: a landing page (the method, the pipeline figure, the ablation table with its
 verdicts, links to every chapter), one page per notebook, and a page for the run
 (``run.json``: config, versions, seed, device, commit; ``series.json``: timings).
+
+*A run folder is untrusted content* (the site is meant to be published, and a run may come from someone else).
+Nothing from it may read the builder's files or run script in a reader's browser:
+
+* markdown cells and markdown outputs lose what MyST would act on: directives (`` ```{include} ``) and roles
+  (``{download}`...` ``) are shown as text, links and images to anything but ``http(s)``, ``mailto`` and ``#``
+  anchors become their text (Sphinx would copy a linked local file into the site), raw HTML is shown as text
+  (code spans and code blocks are left as they are: they are text already);
+* HTML outputs (pandas tables) keep an allow-list of tags and attributes (:data:`HTML_TAGS`, via ``nh3``): no
+  script, style, event handler or link to a local file; outputs of any other rich type than text, PNG and JPEG
+  (JavaScript, SVG, widget views) are dropped;
+* values from ``run.json``, ``series.json`` and the metrics are escaped text on the landing and run pages;
+* an executed notebook that did not finish (papermill left cells running or pending: a killed run) is refused.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import nh3
 
 from .artifacts import atomic_directory, atomic_write_json, require_replaceable
 from .io import DataError, read_json
@@ -84,6 +99,10 @@ def _first_error(path: Path) -> str | None:
                 return f"{out.get('ename')}: {out.get('evalue')}"
     if nb.metadata.get("papermill", {}).get("exception"):
         return "papermill recorded an exception"
+    unfinished = [i for i, cell in enumerate(nb.cells)
+                  if cell.get("metadata", {}).get("papermill", {}).get("status") in ("running", "pending")]
+    if unfinished:
+        return f"it did not finish: papermill left cell {unfinished[0]} and {len(unfinished) - 1} more unrun (killed?)"
     return None
 
 
@@ -121,7 +140,8 @@ def build_site(run_dir: str | Path, notebooks_dir: str | Path, out_dir: str | Pa
 def _write_book(book: Path, run_dir: Path, executed: list[Path]) -> None:
     (book / "notebooks").mkdir(parents=True)
     for path in executed:
-        shutil.copy2(path, book / "notebooks" / path.name)
+        nb = nbformat.read(path, as_version=4)
+        nbformat.write(inert_notebook(nb), book / "notebooks" / path.name)
     (book / "images").mkdir()
     _pipeline_figure(book / "images" / "pipeline.png", [p.stem for p in executed])
     _favicon(book / "images" / "favicon.png")
@@ -173,53 +193,123 @@ def _read_json(path: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
+# --- untrusted content (see the module docstring) ------------------------------------------------------
+
+HTML_TAGS = {"table", "thead", "tbody", "tfoot", "tr", "th", "td", "caption", "colgroup", "col", "div", "span", "p",
+             "br", "b", "i", "em", "strong", "code", "pre", "ul", "ol", "li", "sub", "sup", "img", "small"}
+HTML_ATTRIBUTES = {"*": {"class", "title"}, "td": {"colspan", "rowspan"}, "th": {"colspan", "rowspan", "scope"},
+                   "img": {"src", "alt", "width", "height"}}
+KEPT_OUTPUTS = {"text/plain", "text/html", "text/markdown", "image/png", "image/jpeg"}
+_CODE = re.compile(r"(^[ \t]*(?:`{3,}|~{3,}).*?^[ \t]*(?:`{3,}|~{3,})[ \t]*$|`+[^`]*?`+)", re.S | re.M)
+_FENCE_INFO = re.compile(r"^([ \t]*(?:`{3,}|~{3,}|:{3,}))[ \t]*\{[^}\n]*\}", re.M)
+_ROLE = re.compile(r"\{([A-Za-z][\w:+.-]*)\}(?=`)")
+_LINK = re.compile(r"(!?)\[([^\]\n]*)\]\(([^)\n]*)\)")
+_LINK_DEF = re.compile(r"^[ \t]*\[[^\]\n]+\]:.*$", re.M)
+_SAFE_URL = re.compile(r"^\s*<?(https?://|mailto:|#)", re.I)
+
+
+def inert_markdown(text: str) -> str:
+    """Markdown from a run folder with nothing MyST or a browser would act on (see the module docstring)."""
+    text = _FENCE_INFO.sub(r"\1text", _ROLE.sub(r"\\{\1\\}", text))
+    parts = _CODE.split(text)
+    for i in range(0, len(parts), 2):  # outside code spans and blocks
+        part = _LINK.sub(lambda m: m[0] if _SAFE_URL.match(m[3]) else m[2], parts[i])
+        part = _LINK_DEF.sub(lambda m: m[0] if _SAFE_URL.match(m[0].split("]:", 1)[1]) else "", part)
+        parts[i] = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", part).replace(":::", "\\:::")
+    return "".join(parts)
+
+
+def inert_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of an executed notebook fit to publish: :func:`inert_markdown` on markdown, raw cells as text,
+    HTML outputs cleaned to :data:`HTML_TAGS`, other rich outputs than :data:`KEPT_OUTPUTS` dropped."""
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    for cell in nb.cells:
+        if cell.cell_type in ("markdown", "raw"):
+            cell.cell_type = "markdown"
+            cell.source = inert_markdown(cell.source)
+            cell.pop("attachments", None)
+        for out in cell.get("outputs", []):
+            data = out.get("data")
+            if not data:
+                continue
+            for mime in [m for m in data if m not in KEPT_OUTPUTS]:
+                del data[mime]
+            if "text/html" in data:
+                data["text/html"] = nh3.clean(_text(data["text/html"]), tags=HTML_TAGS, attributes=HTML_ATTRIBUTES,
+                                              url_schemes={"https", "http", "data"})
+            if "text/markdown" in data:
+                data["text/markdown"] = inert_markdown(_text(data["text/markdown"]))
+    return nb
+
+
+def _text(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value)
+
+
+def plain(value: Any) -> str:
+    """A value from a run's records as literal text in a markdown page: one line, every markdown and HTML sign
+    escaped (so no directive, role, link, table cell break or tag)."""
+    text = " ".join(str(value).split())
+    return re.sub(r"([\\`*_{}\[\]()#+!|:<>$&~-])", r"\\\1", text)
+
+
 def _landing(metrics: dict[str, Any], chapters: list[str]) -> str:
     lines = [f"# {TITLE}", "", METHOD, "```{image} images/pipeline.png", ":alt: the six notebooks of the series",
              ":width: 100%", "```", "", "## The chapters", ""]
     lines += [f"- {{doc}}`notebooks/{stem}`" for stem in chapters] + ["- {doc}`run`", ""]
     lines += ["```{toctree}", ":hidden:", ""] + [f"notebooks/{stem}" for stem in chapters] + ["run", "```", ""]
-    table = metrics.get("table") or {}
+    table = _mapping(metrics.get("table"))
+    checks = metrics.get("checks") if isinstance(metrics.get("checks"), list) else []
     lines += ["## The ablation table", ""]
     if not table and metrics.get("scored") is False:
-        lines += [f"Split `{metrics.get('split')}` has no ground truth (the challenge's layout), so this run has no "
-                  f"ablation table; notebook 06 reports the figures that need no reference and writes the "
-                  f"submission ({', '.join(f'`{k}`' for k in metrics.get('submissions') or {}) or 'none'}).", ""]
+        lines += [f"Split {plain(metrics.get('split'))} has no ground truth (the challenge's layout), so this run has "
+                  f"no ablation table; notebook 06 reports the figures that need no reference and writes the "
+                  f"submission ({', '.join(plain(k) for k in metrics.get('submissions') or {}) or 'none'}).", ""]
         return "\n".join(lines)
     if not table:
         lines += ["This run has no ablation table (notebook 06 wrote no `metrics/06_evaluate.json`).", ""]
         return "\n".join(lines)
-    lines += [f"Split `{metrics.get('split')}`: {metrics.get('scenes')} scenes, {metrics.get('patches')} patches; "
-              f"seeds {metrics.get('seeds')}. PSNR and SSIM: higher is better; CIEDE2000: lower.", ""]
+    lines += [f"Split {plain(metrics.get('split'))}: {plain(metrics.get('scenes'))} scenes, "
+              f"{plain(metrics.get('patches'))} patches; seeds {plain(metrics.get('seeds'))}. PSNR and SSIM: higher is "
+              f"better; CIEDE2000: lower.", ""]
     cols = [c for c in ABLATION_COLUMNS if any(c in row for row in table.values())]
     lines += ["| row | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    lines += [f"| {key} | " + " | ".join(_cell(row.get(c)) for c in cols) + " |" for key, row in table.items()]
-    lines += ["", "### Verdicts", ""] + [str(c) for c in metrics.get("checks", [])] + [""]
+    lines += [f"| {plain(key)} | " + " | ".join(_cell(row.get(c)) for c in cols) + " |"
+              for key, row in table.items() if isinstance(row, dict)]
+    lines += ["", "### Verdicts", ""] + [inert_markdown(" ".join(str(c).split())) for c in checks]
+    return "\n".join(lines + [""])
     return "\n".join(lines)
 
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return "-" if value != value else f"{value:.3f}"
-    return "-" if value is None else str(value)
+    return "-" if value is None else plain(value)
 
 
 def _run_page(run: dict[str, Any], series: dict[str, Any]) -> str:
-    versions = run.get("versions", {})
-    entry = next(iter(run.get("notebooks", {}).values()), {})
-    lines = ["# The run", "", f"- profile: `{run.get('config', {}).get('profile')}`", f"- seed: `{run.get('seed')}`",
-             f"- device: `{run.get('device')}` ({entry.get('device_description', 'unknown')})",
-             f"- commit: `{entry.get('git_commit')}`", f"- platform: `{entry.get('platform')}`", "",
+    """The run's page; every value from its records is escaped text (:func:`plain`)."""
+    config, versions = _mapping(run.get("config")), _mapping(run.get("versions"))
+    entry = _mapping(next(iter(_mapping(run.get("notebooks")).values()), {}))
+    lines = ["# The run", "", f"- profile: {plain(config.get('profile'))}", f"- seed: {plain(run.get('seed'))}",
+             f"- device: {plain(run.get('device'))} ({plain(entry.get('device_description', 'unknown'))})",
+             f"- commit: {plain(entry.get('git_commit'))}", f"- platform: {plain(entry.get('platform'))}", "",
              "## Series timings", ""]
-    seconds = series.get("seconds", {})
+    seconds = {k: v for k, v in _mapping(series.get("seconds")).items() if isinstance(v, (int, float))}
     if seconds:
-        lines += ["| notebook | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in seconds.items()]
-        lines += [f"| total | {series.get('total_seconds', sum(seconds.values())):.1f} |", ""]
+        lines += ["| notebook | seconds |", "|---|---|"] + [f"| {plain(k)} | {v:.1f} |" for k, v in seconds.items()]
+        lines += [f"| total | {sum(seconds.values()):.1f} |", ""]
     else:
         lines += ["No `series.json` in this run (it was not run by `run-series`).", ""]
     lines += ["## Versions", "", "| package | version |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in versions.items()] + ["", "## Config", "", "```json",
-                                                                   json.dumps(run.get("config", {}), indent=2), "```", ""]
+    lines += [f"| {plain(k)} | {plain(v)} |" for k, v in versions.items()]
+    # JSON escapes a backtick as \u0060 just as well: no line of the block can close its fence
+    lines += ["", "## Config", "", "```json", json.dumps(config, indent=2).replace("`", "\\u0060"), "```", ""]
     return "\n".join(lines)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _pipeline_figure(path: Path, chapters: list[str]) -> None:
