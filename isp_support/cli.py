@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .config import load_config
+from .io import printable
 
 
 def _add_build_dataset(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -199,11 +200,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .demo_data.build import DatasetBuildError
     from .embed.weights_files import ChecksumError, WeightsUnavailableError
     from .io import DataError
+    from .series import NotebookFailed
     from .site import SiteError
     from .train import TrainingError
 
     return (DataError, ConfigError, DatasetBuildError, WeightsUnavailableError, ChecksumError,
-            TrainingError, SiteError, FileExistsError)
+            TrainingError, SiteError, FileExistsError, NotebookFailed)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -220,8 +222,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as exc:  # a clean one-line error for the data and config errors users can fix
-        if isinstance(exc, _user_errors()):
-            print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, _user_errors()) and not (isinstance(exc, OSError) and exc.filename):
+            print(f"error: {printable(str(exc))}", file=sys.stderr)
+            return 2
+        if isinstance(exc, OSError):  # the operating system's: a full disk, a read-only or unlistable folder ...
+            where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f) or "a file or folder"
+            print(f"error: {printable(where)}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, (MemoryError, RecursionError)):
+            print(f"error: {type(exc).__name__}: the input is too large or too deeply nested for this machine "
+                  f"({printable(' '.join(str(exc).split()))})", file=sys.stderr)
             return 2
         raise
 

@@ -65,8 +65,13 @@ def run_series(cfg: Config, notebooks_dir: str | Path = "notebooks", only: list[
             os.environ[HEADLESS_ENV] = previous
 
 
+class NotebookFailed(Exception):
+    """A notebook of the series stopped with an error; the message is that error, one line."""
+
+
 def _execute(cfg: Config, notebooks: list[Path], out_dir: Path, log, overrides: dict[str, object] | None) -> list[Path]:
     import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
 
     executed = []
     seconds = _recorded_seconds(RunLayout(cfg.run_dir).series, cfg.profile)
@@ -74,8 +79,12 @@ def _execute(cfg: Config, notebooks: list[Path], out_dir: Path, log, overrides: 
         target = out_dir / nb.name
         log(f"--> {nb.name} (profile {cfg.profile})")
         start = time.perf_counter()
-        pm.execute_notebook(str(nb), str(target), parameters=notebook_parameters(cfg, overrides), kernel_name="python3",
-                            cwd=str(nb.parent), progress_bar=False, log_output=False)
+        try:
+            pm.execute_notebook(str(nb), str(target), parameters=notebook_parameters(cfg, overrides),
+                                kernel_name="python3", cwd=str(nb.parent), progress_bar=False, log_output=False)
+        except PapermillExecutionError as exc:  # the named error from inside the notebook, not papermill's dump
+            raise NotebookFailed(f"{target}: {nb.stem} stopped in cell {exc.exec_count}: {exc.ename}: "
+                                 f"{' '.join(str(exc.evalue).split())} (the executed copy holds the traceback)") from None
         seconds[nb.stem] = round(time.perf_counter() - start, 2)
         log(f"    done in {seconds[nb.stem]:.1f} s -> {target}")
         executed.append(target)

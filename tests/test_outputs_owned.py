@@ -113,3 +113,14 @@ def test_a_run_folder_is_never_the_source_tree_or_the_series_notebooks(tmp_path)
         check_run_dir(tmp_path, tmp_path / "notebooks")
     check_run_dir(tmp_path / "runs" / "demo", tmp_path / "notebooks")
     assert os.listdir(tmp_path) == ["notebooks"]
+
+
+def test_an_operating_system_error_is_one_named_line(tmp_path, capsys):
+    """An output under a file: mkdir fails (as a full disk or a read-only folder fails: an OSError), said in one
+    line naming the file, without the errno."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    assert main(["build-dataset", "--profile", "tiny", "--out", str(blocker / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"{blocker}: File exists" in err

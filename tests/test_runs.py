@@ -129,3 +129,22 @@ def test_a_run_record_of_another_profile_is_refused_and_left_alone(cfg):
     with pytest.raises(RunRecordError, match="records a run of the 'tiny' profile, not 'demo'"):
         init_run(demo, notebook="02_stitch")
     assert (run_dir / RUN_RECORD).read_bytes() == before
+
+
+def test_a_failing_notebook_under_run_series_is_its_own_error_in_one_line(tmp_path, capsys):
+    import nbformat
+
+    from isp_support.cli import main
+
+    source = tmp_path / "series"
+    source.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("raise ValueError('the data/x.npy patch is bad')")],
+                                  metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                           "display_name": "Python 3"}})
+    nbformat.write(nb, source / "01_fails.ipynb")
+    run = tmp_path / "run"
+    assert main(["run-series", "--profile", "tiny", "--run-dir", str(run), "--notebooks", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert re.search(r"01_fails stopped in cell \d+: ValueError: the data/x.npy patch is bad", err)
+    assert str(run / "notebooks" / "01_fails.ipynb") in err
