@@ -100,7 +100,8 @@ def test_save_png_round_trip(tmp_path):
 
 # --- camera RAW files ------------------------------------------------------------------------------------
 
-def write_dng(path, bayer: np.ndarray, cfa: str = "RGGB", black: int = 64, white: int = 1023):
+def write_dng(path, bayer: np.ndarray, cfa: str = "RGGB", black: int = 64, white: int = 1023,
+              neutral=((1, 2), (1, 1), (2, 3))):
     """A minimal uncompressed CFA DNG written with pidng."""
     from pidng.core import RAW2DNG, DNGTags, Tag
     from pidng.defs import CFAPattern, DNGVersion, PhotometricInterpretation
@@ -113,7 +114,7 @@ def write_dng(path, bayer: np.ndarray, cfa: str = "RGGB", black: int = 64, white
                        (Tag.CFARepeatPatternDim, [2, 2]), (Tag.CFAPattern, getattr(CFAPattern, cfa)),
                        (Tag.BlackLevel, black), (Tag.WhiteLevel, white),
                        (Tag.ColorMatrix1, [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]]),
-                       (Tag.AsShotNeutral, [[1, 2], [1, 1], [2, 3]]), (Tag.Make, "isp-support"),
+                       (Tag.AsShotNeutral, [list(v) for v in neutral]), (Tag.Make, "isp-support"),
                        (Tag.Model, "synthetic"), (Tag.DNGVersion, DNGVersion.V1_4),
                        (Tag.DNGBackwardVersion, DNGVersion.V1_2)]:
         tags.set(tag, value)
@@ -141,6 +142,21 @@ def test_read_camera_raw_packs_by_the_files_pattern(tmp_path, cfa):
     assert info["cfa"] == cfa and packed.shape == (h // 2, w // 2, 4)
     for k, c in enumerate(("R", "Gr", "Gb", "B")):
         assert np.allclose(packed[..., k], np.clip((planes[c] - 64) / (1023 - 64), 0, 1), atol=1e-6), c
+
+
+@pytest.mark.parametrize("black, white", [(1023, 1023), (900, 600)])
+def test_a_dng_whose_white_level_is_not_above_its_black_level_is_refused(tmp_path, black, white):
+    path = write_dng(tmp_path / "levels.dng", np.full((32, 48), 700), black=black, white=white)
+    with pytest.raises(DataError, match=r"levels.dng: white level .* is not above the black levels"):
+        inference.read_camera_raw(path)
+
+
+def test_camera_white_balance_with_a_zero_neutral_is_refused(tmp_path, checkpoint):
+    path = write_dng(tmp_path / "zero.dng", np.full((32, 48), 500), neutral=((0, 1), (1, 1), (2, 3)))
+    predictor = inference.Predictor(checkpoint, device="cpu", tile=None)
+    predictor.camera_raw(path)  # the configured gains: fine
+    with pytest.raises(DataError, match="zero.dng: as-shot white balance .* zero, negative or non-finite"):
+        predictor.camera_raw(path, camera_wb=True)
 
 
 def test_read_camera_raw_names_a_bad_file(tmp_path):

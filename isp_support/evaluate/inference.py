@@ -29,7 +29,7 @@ from ..artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha
 from ..config import PreprocessConfig, config_from_dict, load_config
 from ..config_rules import resolve_device
 from ..config_rules import ConfigError
-from ..io import DataError, UnreadableFileError, raw_shape, read_json, read_raw, require_regular_file
+from ..io import DataError, RangeError, UnreadableFileError, raw_shape, read_json, read_raw, require_regular_file
 from ..pipeline.errors import FFDNetUnavailableError, RawPipelineError
 from ..pipeline.preprocess import pipeline_settings
 from ..pipeline.raw import RawPipeline
@@ -127,6 +127,9 @@ def read_camera_raw(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
         (by, bx), = [p for p, c in colours.items() if c == "B"]
     except ValueError:
         raise UnreadableFileError(path, f"CFA {desc!r} pattern {pattern.tolist()} is not R, G, G, B") from None
+    if not np.all(np.isfinite(black)) or not np.isfinite(white) or not np.all(black < white):
+        raise RangeError(path, f"white level {white:g} is not above the black levels {black.tolist()}: the image "
+                               f"would render black or inverted")
     h, w = mosaic.shape[0] // 2 * 2, mosaic.shape[1] // 2 * 2
     mosaic = mosaic[:h, :w]
     levels = black[pattern[np.arange(h)[:, None] % 2, np.arange(w)[None, :] % 2]]
@@ -244,6 +247,9 @@ class Predictor:
         pipe = self._pipe(0.0, 1.0)
         if camera_wb:
             r, g, b = info["camera_whitebalance"][:3]
+            if not all(np.isfinite(v) and v > 0 for v in (r, g, b)):
+                raise RangeError(Path(path), f"as-shot white balance {[r, g, b]} has a zero, negative or non-finite "
+                                             f"gain; leave out --camera-wb to use the configured gains")
             pipe = RawPipeline(dataclasses.replace(pipe.cfg, wb_gains=(r / g, 1.0, b / g)), self.device)
         x = torch.from_numpy(packed).permute(2, 0, 1).unsqueeze(0)
         rgb_tile = PIPELINE_TILE if self.tile == "auto" else self.tile
