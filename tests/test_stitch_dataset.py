@@ -77,5 +77,30 @@ def test_stitch_dataset_rebuilds_every_kind(tiny_dataset, tmp_path):
 
 
 def test_missing_preprocessed_patch_is_named(tiny_dataset, tmp_path):
-    with pytest.raises(FileNotFoundError, match="run preprocess_split first"):
+    with pytest.raises(FileNotFoundError, match="run preprocess_split .notebook 01_preprocess. first"):
         stitch.stitch_dataset(open_dataset(tiny_dataset), tmp_path / "empty", progress=False)
+
+
+def test_a_raw_patch_changed_after_preprocessing_is_not_stitched_or_matched(tiny_dataset, tmp_path):
+    import shutil
+
+    from isp_support.embed.descriptors import matching_items
+    from isp_support.pipeline.preprocess import StalePreprocessedError, require_current
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    run = tmp_path / "run"
+    dataset = open_dataset(data)
+    for split in dataset.splits:
+        preprocess_split(dataset, split, run / "preprocessed", PreprocessConfig(denoiser="none"), progress=False)
+    patch = dataset["train"].raw_patches()[0]
+    require_current(run / "preprocessed", "train", dataset["train"].raw_patches())
+    raw = np.load(patch.path)
+    np.save(patch.path, (raw // 2).astype(raw.dtype))          # edited after notebook 01
+    with pytest.raises(StalePreprocessedError, match=f"{patch.path.name}: changed after notebook 01"):
+        stitch.stitch_dataset(open_dataset(data), run, progress=False)
+    assert not (run / "stitched").exists()
+    (run / "stitched" / "train" / "raw").mkdir(parents=True)      # as if 02 had run before the edit
+    (run / "stitched" / "train" / "jpeg").mkdir(parents=True)
+    with pytest.raises(StalePreprocessedError, match=f"{patch.path.name}: changed after notebook 01"):
+        matching_items(open_dataset(data), run)

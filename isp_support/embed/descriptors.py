@@ -305,7 +305,7 @@ def matching_items(dataset, run_dir: str | Path, split: str = "train") -> dict[s
     from PIL import Image
 
     from ..artifacts import sha256_file
-    from ..pipeline.preprocess import output_path
+    from ..pipeline.preprocess import MissingPreprocessedError, output_path, require_current
 
     run_dir = Path(run_dir)
     layout = RunLayout(run_dir)
@@ -313,7 +313,8 @@ def matching_items(dataset, run_dir: str | Path, split: str = "train") -> dict[s
     stitched = layout.stitched / split
     missing = [p for p in (stitched / "raw", stitched / "jpeg", layout.preprocessed / split) if not p.is_dir()]
     if missing:
-        raise FileNotFoundError(f"{missing[0]} is missing: run 01_preprocess and 02_stitch with RUN_DIR={run_dir}")
+        raise MissingPreprocessedError(missing[0], f"missing: run 01_preprocess and 02_stitch with RUN_DIR={run_dir}")
+    require_current(layout.preprocessed, split, part.raw_patches())
 
     def npy_item(item_id: str, path: Path, channels_first: bool) -> Item:
         shape = _npy_shape(path)

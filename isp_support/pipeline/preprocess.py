@@ -99,13 +99,47 @@ def output_path(out_dir: str | Path, split: str, patch_id: str) -> Path:
     return Path(out_dir) / split / f"{patch_id}.npy"
 
 
+class MissingPreprocessedError(DataError, FileNotFoundError):
+    """A pre-processed patch or folder a later step needs is not there (a named error, and a FileNotFoundError)."""
+
+
+class StalePreprocessedError(DataError):
+    """A RAW patch changed (or was added) after notebook 01 pre-processed its split."""
+
+
 def load_preprocessed(out_dir: str | Path, split: str, patch_id: str) -> np.ndarray:
     """One stored result, ``(3, 2H, 2W)`` in the stored dtype (float16 or float32)."""
     path = output_path(out_dir, split, patch_id)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no pre-processed patch {patch_id!r} for split {split!r}; "
-                                f"run preprocess_split first")
+        raise MissingPreprocessedError(path, f"no pre-processed patch {patch_id!r} for split {split!r}; run "
+                                             f"preprocess_split (notebook 01_preprocess) first")
     return read_preprocessed(path)
+
+
+def require_current(out_dir: str | Path, split: str, patches: Iterable[Patch]) -> None:
+    """Every patch's stored result was made from its RAW file as it is now: the index's cache key holds the file's
+    sha256 (:func:`preprocess_split`). Notebooks 02 and 03 call it, so a RAW changed after notebook 01 is never
+    stitched or matched from its stale result; else a :class:`StalePreprocessedError` naming the file."""
+    index_path = Path(out_dir) / split / INDEX_NAME
+    if not index_path.exists():
+        raise MissingPreprocessedError(index_path, "no index of pre-processed patches: run preprocess_split "
+                                                   "(notebook 01_preprocess) first")
+    try:
+        index = read_json(index_path)
+    except DataError as exc:
+        raise StalePreprocessedError(index_path, f"{exc.problem}; run 01_preprocess for this split") from None
+    entries = index.get("entries") if isinstance(index, dict) else None
+    settings_sha = index.get("settings_sha256") if isinstance(index, dict) else None
+    if not isinstance(entries, dict):
+        raise StalePreprocessedError(index_path, "not an index of pre-processed patches; run 01_preprocess")
+    for patch in patches:
+        entry = entries.get(patch.id)
+        if not isinstance(entry, dict):
+            raise StalePreprocessedError(patch.path, "was not pre-processed (added after notebook 01?); run "
+                                                     "01_preprocess again")
+        if entry.get("key") != _cache_key(sha256_file(patch.path), str(settings_sha)):
+            raise StalePreprocessedError(patch.path, "changed after notebook 01 pre-processed it; run 01_preprocess "
+                                                     "again (it recomputes only what changed)")
 
 
 def _split_patches(source: str | Path | ChallengeDataset | Iterable[Patch], split: str) -> list[Patch]:

@@ -28,7 +28,7 @@ from ..io import read_rgb
 from ..runs import RunLayout
 from .errors import StitchError
 from .grid import GridResult, layout_problem, recover_scenes
-from .preprocess import load_preprocessed
+from .preprocess import load_preprocessed, require_current
 from .seams import ArrayLike, scene_label
 
 _DEFAULTS = StitchConfig()
@@ -156,6 +156,7 @@ def _stitch_jobs(split: Any, cfg: StitchConfig, pre: Path) -> list[_StitchJob]:
 
     The grids of all its scenes are recovered here, before any image is written.
     """
+    require_current(pre, split.name, split.raw_patches())
     raw_grids = recover_scenes(split.raws.values(), cfg)
     jobs = [_StitchJob(split.name, "raw", split.raws, raw_grids,
                        lambda p, s=split.name: load_preprocessed(pre, s, p.id).transpose(1, 2, 0),
