@@ -188,9 +188,10 @@ def _predict(args: argparse.Namespace) -> int:
         require_run_record(args.checkpoint)
     predictor = Predictor(args.checkpoint, device=args.device, profile=args.profile, tile=args.tile,
                           batch_size=args.batch, preprocess_from=args.preprocess_from)
-    print(f"[predict] {args.checkpoint} on {predictor.device}; pre-processing from {predictor.config_source}")
+    print(printable(f"[predict] {args.checkpoint} on {predictor.device}; pre-processing from "
+                    f"{predictor.config_source}"))
     written = export_folder(predictor, args.input, args.output, camera_wb=args.camera_wb, overwrite=args.overwrite)
-    print(f"[predict] wrote {len(written)} PNG(s) to {Path(args.output).resolve()}")
+    print(printable(f"[predict] wrote {len(written)} PNG(s) to {Path(args.output).resolve()}"))
     return 0
 
 

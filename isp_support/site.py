@@ -76,6 +76,9 @@ def executed_notebooks(run_dir: str | Path, notebooks_dir: str | Path) -> list[P
     """The run's executed copy of every series notebook; a missing one or one with an error is a :class:`SiteError`."""
     run_dir = Path(run_dir)
     names = [p.name for p in series_notebooks(notebooks_dir)]
+    if not names:
+        raise SiteError(f"{notebooks_dir}: no series notebooks (NN_name.ipynb) to name the chapters; pass the "
+                        f"project's notebooks folder")
     executed = [RunLayout(run_dir).notebooks / name for name in names]
     missing = [p.name for p in executed if not p.is_file()]
     if missing:

@@ -426,3 +426,11 @@ def test_a_fifo_checkpoint_is_named_not_missing(tmp_path):
     os.mkfifo(tmp_path / "best.pt")
     with pytest.raises(TrainingError, match="checkpoint not a regular file"):
         read_checkpoint(tmp_path / "best.pt")
+
+
+def test_a_newline_in_a_path_cannot_forge_a_line_of_predicts_output(tmp_path, capsys, checkpoint):
+    src = raw_folder(tmp_path / "raws")
+    out = tmp_path / "out\nerror: forged"
+    assert predict(checkpoint, src, out) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert not [line for line in lines if line.startswith("error:")] and any("\\nerror: forged" in ln for ln in lines)

@@ -115,3 +115,10 @@ def test_a_notebook_a_killed_run_left_behind_is_refused(tmp_path):
     with pytest.raises(SiteError, match="did not finish: papermill left cell 1"):
         build_site(tmp_path / "run", source, out_dir=tmp_path / "site", log=lambda *_: None)
     assert not (tmp_path / "site").exists()
+
+
+def test_a_notebooks_folder_without_series_notebooks_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SiteError, match="no series notebooks"):
+        build_site(tmp_path / "run", tmp_path / "empty", out_dir=tmp_path / "site", log=lambda *_: None)
+    assert not (tmp_path / "site").exists()
