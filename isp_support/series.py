@@ -45,13 +45,13 @@ def run_series(cfg: Config, notebooks_dir: str | Path = "notebooks", only: list[
     the times of notebooks run earlier into the same folder (``only=``) are kept beside them.
     :data:`HEADLESS_ENV` is set for the kernels, so widget cells print a note instead of a widget.
     """
+    check_run_dir(cfg.run_dir, notebooks_dir)
     notebooks = series_notebooks(notebooks_dir)
     if only:
         notebooks = [nb for nb in notebooks if any(nb.stem.startswith(o) for o in only)]
     if not notebooks:
         log(f"no notebooks matching NN_name.ipynb in {Path(notebooks_dir).resolve()}: nothing to run")
         return []
-    check_run_dir(cfg.run_dir, notebooks_dir)
     out_dir = RunLayout(cfg.run_dir).notebooks
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = os.environ.get(HEADLESS_ENV)
