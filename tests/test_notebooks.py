@@ -6,7 +6,7 @@ import nbformat
 import pytest
 
 from isp_support.config import load_config
-from isp_support.series import run_series, series_notebooks
+from isp_support.series import NotebookFailed, run_series, series_notebooks
 
 from .conftest import REPO
 
@@ -53,8 +53,9 @@ def test_series_json_keeps_the_times_of_notebooks_run_before(tmp_path):
     assert list(timing["seconds"]) == ["00_toy", "01_toy"] and timing["seconds"]["00_toy"] == first
     assert timing["total_seconds"] == pytest.approx(sum(timing["seconds"].values()))
     other = load_config("demo", run_dir=tmp_path / "run", device="cpu", environ={})
-    run_series(other, tmp_path / "nbs", only=["01"], log=lambda *_: None)  # another profile starts afresh
-    assert list(json.loads((tmp_path / "run" / "series.json").read_text())["seconds"]) == ["01_toy"]
+    with pytest.raises(NotebookFailed, match="records a run of the 'tiny' profile, not 'demo'"):
+        run_series(other, tmp_path / "nbs", only=["01"], log=lambda *_: None)  # one run folder, one profile
+    assert json.loads((tmp_path / "run" / "series.json").read_text()) == timing
 
 
 @pytest.mark.parametrize("notebook", [p.name for p in series_notebooks(REPO / "notebooks")])
