@@ -109,13 +109,19 @@ class ValidationTruth:
         self.gt = {p.id: p.path for scene in split.gt.values() for p in scene.patches}
         self.pre = RunLayout(run_dir).preprocessed
 
-    def scores(self, result) -> dict[str, float] | None:
-        """Mean :data:`TRUTH` figures of the kept network on its validation patches (``None``: no ground truth)."""
-        ids = [i for i in result.val_ids if i in self.gt]
+    def patches(self, val_ids) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The pre-processed inputs and ``train/gt`` renderings of the validation patches (``None``: no ground
+        truth)."""
+        ids = [i for i in val_ids if i in self.gt]
         if not ids:
             return None
         inputs = torch.from_numpy(np.stack([load_preprocessed(self.pre, "train", i) for i in ids]).astype(np.float32))
-        return scoring.mean_scores(result.model, inputs, read_rgb_batch([self.gt[i] for i in ids]))
+        return inputs, read_rgb_batch([self.gt[i] for i in ids])
+
+    def scores(self, result) -> dict[str, float] | None:
+        """Mean :data:`TRUTH` figures of the kept network on its validation patches (``None``: no ground truth)."""
+        patches = self.patches(result.val_ids)
+        return None if patches is None else scoring.mean_scores(result.model, *patches)
 
 
 def train_all(cfg, where: Path, jobs, truth: ValidationTruth) -> dict[str, dict]:

@@ -29,18 +29,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from choose_stage1 import linked_run_dir, parse_variant
+from choose_stage1 import ValidationTruth, linked_run_dir, parse_variant
 from isp_support.artifacts import atomic_write_json
 from isp_support.config import ConfigError, load_config
 from isp_support.config_rules import RANDOMNESS, validate
-from isp_support.data import open_dataset
 from isp_support.evaluate import scoring
-from isp_support.io import read_rgb_batch
-from isp_support.pipeline.preprocess import load_preprocessed
-from isp_support.runs import RunLayout
 
 ROWS = ("ot", "random", "ot_paper")
 
@@ -52,26 +45,21 @@ def source_variants() -> dict[str, dict[str, Any]]:
     return variants | {"fixed": {"train.fixed_randomness": list(RANDOMNESS)}}
 
 
-class Truth:
-    """Every train patch's pre-processed input and ``train/gt`` rendering, and the scored split's patches."""
+class Truth(ValidationTruth):
+    """The validation patches' ``train/gt`` renderings (:class:`choose_stage1.ValidationTruth`) and the scored
+    split's patches."""
 
     def __init__(self, cfg, run_dir: Path):
-        self.gt = {p.id: p.path for scene in open_dataset(cfg.data_dir)["train"].gt.values() for p in scene.patches}
+        super().__init__(cfg, run_dir)
         if not self.gt:
             raise SystemExit(f"{cfg.data_dir}/train/gt: no ground truth; the seed spread is measured against it")
-        self.pre = RunLayout(run_dir).preprocessed
         self.test = scoring.load_test_set(cfg, run_dir)
-
-    def validation(self, val_ids) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = [i for i in val_ids if i in self.gt]
-        inputs = np.stack([load_preprocessed(self.pre, "train", i) for i in ids]).astype(np.float32)
-        return torch.from_numpy(inputs), read_rgb_batch([self.gt[i] for i in ids])
 
 
 def measure(result, truth: Truth) -> dict[str, Any]:
     """One run's figures: per epoch on the validation scenes and on the scored split, the held-out losses, the kept
     epoch."""
-    val = scoring.epoch_scores(result.folder, *truth.validation(result.val_ids))
+    val = scoring.epoch_scores(result.folder, *truth.patches(result.val_ids))
     test = scoring.epoch_scores(result.folder, truth.test.inputs, truth.test.truth)
     rule = result.checkpoint_rule
     return {"kept": result.best_epoch, "rule": rule, "held_out": [h.get(rule) for h in result.history],

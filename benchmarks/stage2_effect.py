@@ -16,7 +16,12 @@ import statistics
 import sys
 from pathlib import Path
 
+from isp_support.config import profile_config
+from isp_support.runs import RunLayout, run_name
+
 VALIDATION = ("colour_distance", "structure", "pseudo_loss")
+DEMO = profile_config("demo")
+"""The settings the stage-2 runs were named under (``seed_spread.py`` trains the demo profile's rows)."""
 
 
 def per_epoch(study: Path, variant: str = "profile") -> list[dict[str, float]]:
@@ -24,7 +29,8 @@ def per_epoch(study: Path, variant: str = "profile") -> list[dict[str, float]]:
     runs = json.loads((study / "seed_spread.json").read_text())["runs"][variant]["ot_stage2"]
     rows: dict[int, list[dict[str, float]]] = {}
     for seed, run in runs.items():
-        folder = study / variant / "train" / ("stage2_ot" if seed == "seed0" else f"stage2_ot_{seed}")
+        k = int(seed.removeprefix("seed"))
+        folder = RunLayout(study / variant).training(run_name(2, "ot", DEMO, None if k == 0 else k))
         history = {h["epoch"]: h for h in json.loads((folder / "result.json").read_text())["history"]}
         for k, epoch in enumerate(run["test"]["epoch"]):
             rows.setdefault(epoch, []).append({**{f: history[epoch][f] for f in VALIDATION},

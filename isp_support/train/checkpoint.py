@@ -27,12 +27,14 @@ from ..artifacts import atomic_write_bytes, sha256_file
 from ..config import Config, PreprocessConfig
 from ..io import DataError, require_regular_file
 
-__all__ = ["EPOCHS", "GRAM_BACKBONE_RAN", "LOADER_ONLY", "comparable", "epoch_models", "load_epoch", "load_model",
-           "load_state", "read_checkpoint", "require_run_record", "run_settings", "same_settings", "sample_path",
-           "save_samples", "to_bytes", "weights_bytes"]
+__all__ = ["BEST", "EPOCHS", "GRAM_BACKBONE_RAN", "LOADER_ONLY", "RESULT", "comparable", "epoch_models",
+           "load_epoch", "load_model", "load_state", "read_checkpoint", "require_run_record", "run_settings",
+           "same_settings", "sample_path", "save_samples", "to_bytes", "weights_bytes"]
 
 EPOCHS = "epochs"
 """Folder of a run holding every epoch's evaluated weights (``epoch_<e>.pt``)."""
+RESULT, BEST = "result.json", "best.pt"
+"""A finished run's record, written last, and its kept epoch's weights, written just before it."""
 GRAM_BACKBONE_RAN = "gram_backbone_ran"
 """Settings key of a run whose Gram loss ran on another backbone than ``EmbedConfig.style_backbone`` (VGG19's
 stand-in, :func:`~isp_support.train.gram.gram_loss_for`); absent when it ran on the configured one."""
@@ -168,7 +170,7 @@ def require_run_record(path: str | Path) -> None:
     """A ``best.pt`` is used only beside its run's ``result.json``, which training writes last: without it the run
     did not finish (killed, or still training). Other files (an exported copy) are not checked."""
     path = Path(path)
-    if path.name == "best.pt" and path.exists() and not (path.parent / "result.json").is_file():
+    if path.name == BEST and path.exists() and not (path.parent / RESULT).is_file():
         raise TrainingError(f"{path}: no result.json beside it, so its training run did not finish (killed or still "
                             f"running); finish the run, or pass --unrecorded to use these weights anyway")
 

@@ -39,8 +39,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from . import TrainingError
-from .checkpoint import (EPOCHS, GRAM_BACKBONE_RAN, comparable, load_model, load_state, run_settings, same_settings,
-                         sample_path, save_samples, to_bytes, weights_bytes)
+from .checkpoint import (BEST, EPOCHS, GRAM_BACKBONE_RAN, RESULT, comparable, load_model, load_state, run_settings,
+                         same_settings, sample_path, save_samples, to_bytes, weights_bytes)
 from .gram import training_gram_loss
 from .models import ColourNet, count_parameters
 from .objectives import AdversarialObjective, Loss, Objective, discriminator, generator_loss, loss_weights
@@ -54,7 +54,6 @@ from ..runs import RunLayout, configure_backends, run_name
 
 __all__ = ["TrainResult", "sample_path", "train", "train_step"]
 
-RESULT, BEST = "result.json", "best.pt"
 KEEP_CHECKPOINTS = 2
 
 
