@@ -9,13 +9,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "isp_support"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
-LEAVES = {"config", "config_rules", "profiles", "io", "data", "artifacts", "colour", "metrics", "runs"}
+LEAVES = {"config", "config_rules", "profiles", "io", "data", "artifacts", "colour", "metrics", "runs", "paper"}
 """Shared by every stage; a leaf imports only other leaves."""
 STAGES = ["pipeline", "embed", "ot", "pairing", "train", "evaluate"]
 """In the series' order (01-02, 03, 03, 03, 04-05, 06): a stage imports leaves and earlier stages only."""
 APART = {"demo_data": LEAVES}
 """The demo-data builder stands beside the pipeline: it imports leaves only."""
-FRONT = {"viz", "series", "site", "cli"}
+FRONT = {"viz", "series", "site", "cli", "prose"}
 """What notebooks and the command line call; no stage or leaf imports them."""
 
 
