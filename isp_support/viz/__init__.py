@@ -2,6 +2,7 @@
 
 The names below are the package's API (``from isp_support import viz; viz.show_images(...)``):
 
+* :mod:`.theme`: one look for every figure, sized for the site's column (``use_theme``, ``column_figsize``);
 * :mod:`.images`: batches as displayable RGB, image grids;
 * :mod:`.widgets`: live widgets (a note in headless runs);
 * :mod:`.preprocess` (01), :mod:`.stitching` (02), :mod:`.matching` and :mod:`.knobs` (03),
@@ -19,11 +20,12 @@ from .matching import (block_distances, image_plans, pairing_quality_bars, patch
                        target_loads, transport_problem)
 from .preprocess import raw_channels, stage_histograms, stored_histograms
 from .stitching import layout_score_bars, score_map_strip, seam_score_matrices, stitched_and_runner_up
+from .theme import COLUMN_INCHES, column_figsize, use_theme
 from .training import colour_distributions, epoch_panels, epoch_renderings, kept_renderings, training_curves
 from .widgets import knob_widget
 
 __all__ = [
-    "KNOB_FIGURES", "LOSS_WEIGHT_KNOBS", "FewSteps", "block_distances", "colour_distributions", "epoch_panels",
+    "COLUMN_INCHES", "KNOB_FIGURES", "LOSS_WEIGHT_KNOBS", "column_figsize", "use_theme", "FewSteps", "block_distances", "colour_distributions", "epoch_panels",
     "epoch_renderings", "few_step_rendering", "image_plans", "kept_renderings", "knob_match", "knob_widget",
     "layout_score_bars", "loss_terms_and_rendering", "loss_weight_grid",
     "loss_weight_presets", "loss_weight_sliders", "pairing_quality_bars", "patch_matches", "plan_and_quality_figure",
