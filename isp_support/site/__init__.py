@@ -43,10 +43,10 @@ from typing import Any
 import nbformat
 import nh3
 
-from .artifacts import atomic_directory, atomic_write_json, require_replaceable
-from .io import DataError, read_json
-from .runs import RunLayout
-from .series import series_notebooks
+from ..artifacts import atomic_directory, atomic_write_json, require_replaceable
+from ..io import DataError, read_json
+from ..runs import RunLayout
+from ..series import series_notebooks
 
 """Where ``make site`` writes the site inside the run folder: ``RUN_DIR/site/index.html``."""
 TITLE = "Unpaired smartphone ISP with semantic pseudo-pairing"
