@@ -11,7 +11,7 @@ The names below are the package's API (``from isp_support import viz; viz.show_i
 
 from __future__ import annotations
 
-from .evaluation import regret_scatter, rendering_grid, whole_and_patchwise
+from .evaluation import claims_figure, regret_scatter, rendering_grid, seed_points, whole_and_patchwise
 from .images import show_images, to_rgb_images
 from .knobs import KNOB_FIGURES, knob_match, plan_and_quality_figure, plan_and_quality_grid, plan_row_entropy
 from .loss_weights import (LOSS_WEIGHT_KNOBS, FewSteps, few_step_rendering, loss_terms_and_rendering,
@@ -25,12 +25,13 @@ from .training import colour_distributions, epoch_panels, epoch_renderings, kept
 from .widgets import knob_widget
 
 __all__ = [
-    "COLUMN_INCHES", "KNOB_FIGURES", "LOSS_WEIGHT_KNOBS", "column_figsize", "use_theme", "FewSteps", "block_distances", "colour_distributions", "epoch_panels",
+    "COLUMN_INCHES", "KNOB_FIGURES", "LOSS_WEIGHT_KNOBS", "column_figsize", "use_theme", "FewSteps",
+    "block_distances", "claims_figure", "colour_distributions", "epoch_panels",
     "epoch_renderings", "few_step_rendering", "image_plans", "kept_renderings", "knob_match", "knob_widget",
     "layout_score_bars", "loss_terms_and_rendering", "loss_weight_grid",
     "loss_weight_presets", "loss_weight_sliders", "pairing_quality_bars", "patch_matches", "plan_and_quality_figure",
     "plan_and_quality_grid", "plan_row_entropy", "ranked_matches", "raw_channels", "regret_scatter",
-    "rendering_grid", "score_map_strip", "seam_score_matrices", "show_images", "stage_histograms",
+    "rendering_grid", "score_map_strip", "seed_points", "seam_score_matrices", "show_images", "stage_histograms",
     "stitched_and_runner_up", "stored_histograms", "target_loads", "to_rgb_images", "training_curves",
     "transport_problem", "weighted_loss_terms", "whole_and_patchwise",
 ]
