@@ -133,6 +133,8 @@ def _add_build_site(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     s.add_argument("--run-dir", default="runs/demo", help="the run whose notebooks/ to render (default runs/demo)")
     s.add_argument("--out", default=None, help="site folder (default: RUN_DIR/site)")
     s.add_argument("--notebooks", default=None, help="the series' source notebooks (default: the project's)")
+    s.add_argument("--course", default=None, help="the course's metadata, a TOML file of name, author, institution, "
+                   "term, url (default: course.toml at the project's root, when there is one)")
     s.set_defaults(func=_build_site)
 
 
@@ -140,7 +142,7 @@ def _build_site(args: argparse.Namespace) -> int:
     from .config import project_root
     from .site import build_site
 
-    build_site(args.run_dir, args.notebooks or project_root() / "notebooks", args.out)
+    build_site(args.run_dir, args.notebooks or project_root() / "notebooks", args.out, course=args.course)
     return 0
 
 
