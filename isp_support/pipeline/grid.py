@@ -192,6 +192,30 @@ def _decide(scene: str | None, scores: dict[Layout, float], excluded: dict[Layou
                       "; ".join(reasons) or None, excluded)
 
 
+def elongation(layout: Layout) -> float:
+    """How elongated a ``(rows, cols)`` grid is: its longer side over its shorter, in patches (1 for a square)."""
+    return max(layout) / min(layout)
+
+
+def grid_flags(result: GridResult, known: Iterable[Layout] = ()) -> list[str]:
+    """Why a recovered grid needs a second look; empty when it needs none.
+
+    A grid is flagged when it is low-confidence (:attr:`GridResult.low_confidence`: the runner-up is within
+    ``low_confidence_ratio``, or a strip beat the 2-D layouts), or when it is *degenerate*: more elongated than
+    every grid in *known* (the grids the data comes in, ``DatasetConfig.grids``), such as a ``1 x 42`` strip where
+    the data's grids are at most ``2 x 7``. With no *known* grids only the first rule applies.
+    """
+    flags = []
+    if result.low_confidence:
+        ratio = "" if result.ratio is None else f" (second/best {result.ratio:.3f})"
+        flags.append(f"low confidence{ratio}" + (f": {result.reason}" if result.reason else ""))
+    longest = max((elongation(layout) for layout in known), default=None)
+    if longest is not None and elongation(result.layout) > longest:
+        flags.append(f"degenerate: {result.rows}x{result.cols} is {elongation(result.layout):.1f}:1, more elongated "
+                     f"than any of the data's grids (at most {longest:.1f}:1)")
+    return flags
+
+
 def recover_grids(maps_list: Sequence[Maps], border: int = _DEFAULTS.border,
                   low_confidence_ratio: float = _DEFAULTS.low_confidence_ratio,
                   scenes: Sequence[str] | None = None, score: str = _DEFAULTS.score) -> list[GridResult]:
