@@ -13,8 +13,9 @@ import seaborn as sns
 
 DPI = 100
 """Dots per inch of every figure, on screen and in the site."""
-COLUMN_INCHES = 7.8
-"""The widest a figure may be: the site's content column at 1,366 px, at :data:`DPI`."""
+COLUMN_INCHES = 7.6
+"""The widest a figure may be: the site's content column at 1,366 px (about 800 px), at :data:`DPI`, less the few pixels
+the inline backend's tight bounding box adds."""
 PALETTE = "colorblind"
 """seaborn's palette for every categorical colour (rows of a table, rules, methods)."""
 
