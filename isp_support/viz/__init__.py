@@ -11,6 +11,8 @@ The names below are the package's API (``from isp_support import viz; viz.show_i
 
 from __future__ import annotations
 
+from .adversarial import (chroma_spread, comparison_reading, hinge_toy, spread_reading, stage2_reading,
+                          target_sample, toy_reading)
 from .evaluation import claims_figure, regret_scatter, rendering_grid, seed_points, whole_and_patchwise
 from .images import show_images, to_rgb_images
 from .knobs import KNOB_FIGURES, knob_match, plan_and_quality_figure, plan_and_quality_grid, plan_row_entropy
@@ -25,6 +27,8 @@ from .training import colour_distributions, epoch_panels, epoch_renderings, kept
 from .widgets import knob_widget
 
 __all__ = [
+    "chroma_spread", "comparison_reading", "hinge_toy", "spread_reading", "stage2_reading", "target_sample",
+    "toy_reading",
     "COLUMN_INCHES", "KNOB_FIGURES", "LOSS_WEIGHT_KNOBS", "column_figsize", "use_theme", "FewSteps",
     "block_distances", "claims_figure", "colour_distributions", "epoch_panels",
     "epoch_renderings", "few_step_rendering", "image_plans", "kept_renderings", "knob_match", "knob_widget",
