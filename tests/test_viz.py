@@ -81,14 +81,6 @@ def test_patch_matches_show_each_sources_heaviest_targets(figure, tmp_path):
     assert titles[3:] == ["s1 (ot)", "t2 · w=0.50", "t1 · w=0.50"]  # equal weights: decreasing target id
 
 
-def test_pairing_quality_bars_follow_the_table(figure):
-    figures = ("Y mean", "top target share")
-    table = pd.DataFrame({f"{f}{s}": [0.1, 0.2] for f in figures for s in ("", " lo", " hi")}, index=["random", "ot"])
-    viz.pairing_quality_bars(table, figures)
-    assert [t.get_text() for t in figure().axes[0].get_yticklabels()] == ["random", "ot"]
-    assert figure().axes[0].get_title() == "Y mean error"
-
-
 def test_evaluation_figures(figure):
     regret = pd.DataFrame({"rule": ["a", "a", "b"], "regret psnr": [0.0, -0.5, -0.1]})
     viz.regret_scatter(regret)
@@ -126,8 +118,9 @@ def test_renderings_show_the_saved_sample_strips(figure, tmp_path):
     for e in range(4):
         Image.fromarray(np.full((4, 8, 3), 40 * e, np.uint8)).save(tmp_path / "samples" / f"epoch_{e:03d}.png")
     history = [{"epoch": e} for e in range(4)]
-    viz.epoch_renderings(_run(tmp_path, history, best_epoch=1), samples=2)
-    assert [ax.get_title() for ax in figure().axes] == ["epoch 0", "epoch 1 (kept)", "epoch 3"]
-    assert figure().axes[2].images[0].get_array()[0, 0, 0] == 120
+    assert viz.epoch_renderings(_run(tmp_path, history, best_epoch=1), samples=2) == [0, 1, 2, 3]
+    labels = [t.get_text() for t in figure().axes[0].get_yticklabels()]
+    assert labels == ["input", "epoch 0", "epoch 1 (kept)", "epoch 2", "epoch 3"]
+    assert figure().axes[0].images[0].get_array()[-1, 0, 0] == 120  # the last row: epoch 3's output
     viz.kept_renderings({"stage 1": _run(tmp_path, history, 2), "stage 2": _run(tmp_path, history, 0)}, samples=2)
     assert [ax.get_title() for ax in figure().axes] == ["stage 1 (epoch 2)", "stage 2 (epoch 0)"]

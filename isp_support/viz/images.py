@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from .theme import COLUMN_INCHES
+
 
 def to_rgb_images(x: torch.Tensor | np.ndarray) -> np.ndarray:
     """A batch for display: ``(B, H, W, 3)`` float in [0, 1].
@@ -24,16 +26,18 @@ def to_rgb_images(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def show_images(rows: dict[str, np.ndarray], col_titles: Sequence[str] | None = None, size: float = 2.4):
-    """A grid of images: one row per entry of ``rows`` (each ``(B, H, W, 3)``), one column per item."""
+    """A grid of images: one row per entry of ``rows`` (each ``(B, H, W, 3)``), one column per item; panels of
+    ``size`` inches, smaller when the row would be wider than the site's column."""
     n_cols = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(size * n_cols, size * len(rows)), squeeze=False)
+    size = min(size, COLUMN_INCHES / n_cols)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(size * n_cols, (size + 0.3) * len(rows)),
+                             layout="constrained", squeeze=False)
     for r, (name, images) in enumerate(rows.items()):
         for c in range(n_cols):
             ax = axes[r, c]
             ax.axis("off")
             if c < len(images):
                 ax.imshow(images[c])
-                title = name if col_titles is None else f"{name} · {col_titles[c]}"
-                ax.set_title(title, fontsize=8)
-    fig.tight_layout()
+                title = name if col_titles is None else f"{name}\n{col_titles[c]}"
+                ax.set_title(title, fontsize=7 if size < 1.8 else 8)
     plt.show()

@@ -6,8 +6,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .theme import column_figsize
+
 KNOB_FIGURES = ("Y mean", "U mean", "V mean")
 """The pairing-quality figures the knob panels show (label error of the expected Y, U, V means)."""
+KNOB_GRID = {"eps": (0.05, 0.2, 1.0), "alpha": (0.0, 0.75)}
+"""The static grid of notebook 03 (:func:`plan_and_quality_grid`): image-level eps values and FGW alpha values."""
 _REFERENCE_COLOURS = {"default (ot)": "tab:green", "random": "tab:gray", "paper": "tab:red", "knn": "tab:olive"}
 
 
@@ -49,6 +53,7 @@ def _plan_panel(ax, result, label: str):
         axis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("target image")
     ax.set_ylabel("source image")
+    ax.grid(False)
     note = " · NOT converged" if result.image_report is not None and not result.image_report.converged else ""
     ax.set_title(f"{label}: image plan\nrow entropy {plan_row_entropy(plan):.2f} nats{note}", fontsize=9)
     return im
@@ -106,7 +111,7 @@ def plan_and_quality_figure(sets: Sequence, match_cfg, epsilon: float, alpha: fl
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 4), layout="constrained")
+    fig = Figure(figsize=column_figsize(2, 1, 0.8), layout="constrained")
     ax_plan, ax_quality = fig.subplots(1, 2)
     im = _knob_panels(ax_plan, ax_quality, sets, match_cfg, epsilon, alpha, scoring, references, seed, device)
     fig.colorbar(im, ax=ax_plan, label="share of the source image (sqrt scale)")
@@ -117,22 +122,22 @@ def plan_and_quality_grid(sets: Sequence, match_cfg, eps_values: Sequence[float]
                           scoring: dict | None = None, references: dict | None = None, seed: int = 0, device=None):
     """The panels of :func:`plan_and_quality_figure` for every ``eps_values x alpha_values`` pair: the static view.
 
-    One row per eps; per alpha a plan panel and a quality panel side by side. The quality panels share their
-    y axis. Deterministic (the solvers are); returns a figure outside pyplot.
+    One row per (eps, alpha) pair, eps first: the plan panel and the quality panel side by side, so the grid keeps
+    the column's width. The quality panels share their y axis. Deterministic (the solvers are); returns a figure
+    outside pyplot.
     """
     from matplotlib.figure import Figure
 
-    n_eps, n_alpha = len(eps_values), len(alpha_values)
-    fig = Figure(figsize=(3.3 * 2 * n_alpha, 3.3 * n_eps), layout="constrained")
-    axes = fig.subplots(n_eps, 2 * n_alpha, squeeze=False)
+    pairs = [(eps, alpha) for eps in eps_values for alpha in alpha_values]
+    fig = Figure(figsize=column_figsize(2, len(pairs), 0.72), layout="constrained")
+    axes = fig.subplots(len(pairs), 2, squeeze=False)
     im = None
-    for r, eps in enumerate(eps_values):
-        for c, alpha in enumerate(alpha_values):
-            im = _knob_panels(axes[r, 2 * c], axes[r, 2 * c + 1], sets, match_cfg, eps, alpha, scoring, references,
-                              seed, device, legend=(r, c) == (0, 0))
+    for r, (eps, alpha) in enumerate(pairs):
+        im = _knob_panels(axes[r, 0], axes[r, 1], sets, match_cfg, eps, alpha, scoring, references, seed, device,
+                          legend=r == 0)
     if scoring is not None:
-        top = max(ax.get_ylim()[1] for ax in axes[:, 1::2].flat)
-        for ax in axes[:, 1::2].flat:
+        top = max(ax.get_ylim()[1] for ax in axes[:, 1])
+        for ax in axes[:, 1]:
             ax.set_ylim(0, top)
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.5, label="share of the source image (sqrt scale)")
+    fig.colorbar(im, ax=axes[:, 0].tolist(), shrink=0.3, label="share of the source image (sqrt scale)")
     return fig

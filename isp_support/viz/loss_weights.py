@@ -10,6 +10,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .images import to_rgb_images
+from .theme import column_figsize
 
 LOSS_WEIGHT_KNOBS = ("mom", "luma", "chroma", "gram", "tv")
 """The stage-1 loss weights the notebook-04 widget turns (fields of :class:`~isp_support.train.losses.LossWeights`)."""
@@ -122,11 +123,11 @@ def _terms_panel(ax, result: FewSteps, title: str, legend: bool = True) -> None:
     for p, k in zip(pos, names):
         if k != "total" and not getattr(result.weights, k):
             ax.text(p, 0, "off", ha="center", va="bottom", fontsize=8, color="tab:red")
-    ax.set_xticks(pos, [f"{k}\n{result.before[k]:.3g}\n-> {result.after[k]:.3g}" for k in names], fontsize=7)
+    ax.set_xticks(pos, [f"{k}\n{result.before[k]:.2g}\n-> {result.after[k]:.2g}" for k in names], fontsize=6)
     ax.set_ylabel("weight x term")
-    ax.set_title(f"{title}\n{_weights_label(result.weights)}", fontsize=9)
+    ax.set_title(f"{title}\n{_weights_label(result.weights)}", fontsize=8)
     if legend:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
 
 
 def _image_panels(axes, result: FewSteps, index: int) -> None:
@@ -135,7 +136,7 @@ def _image_panels(axes, result: FewSteps, index: int) -> None:
                                                 result.rendering), ("pseudo target", result.target))
     for ax, (label, batch) in zip(axes, images):
         ax.imshow(to_rgb_images(batch[index:index + 1])[0])
-        ax.set_title(label, fontsize=9)
+        ax.set_title(label, fontsize=8)
         ax.axis("off")
 
 
@@ -143,7 +144,7 @@ def _few_steps_note(result: FewSteps) -> str:
     b, _, h, w = result.source.shape
     window = "whole" if (h, w) == result.patch_size else "centre crops"
     return (f"{result.steps} AdamW steps at lr {result.lr:g} on ONE fixed batch ({b} patches, {window} {h}x{w}) "
-            f"from the identity network: a probe of the loss, not training")
+            f"\nfrom the identity network: a probe of the loss, not training")
 
 
 def loss_terms_and_rendering(x: torch.Tensor, y: torch.Tensor, weights, gram, cfg, steps: int = 20, seed: int = 0,
@@ -155,7 +156,7 @@ def loss_terms_and_rendering(x: torch.Tensor, y: torch.Tensor, weights, gram, cf
     target. Returns a figure outside pyplot (shown once when it is a cell's or an ``interact`` callback's value).
     """
     result = few_step_rendering(x, y, weights, gram, cfg, steps=steps, seed=seed, crop=crop, device=device)
-    fig = Figure(figsize=(13, 3.4), layout="constrained")
+    fig = Figure(figsize=column_figsize(4, 1, 1.5), layout="constrained")
     axes = fig.subplots(1, 4, width_ratios=(2.2, 1, 1, 1))
     _terms_panel(axes[0], result, "weighted loss terms")
     _image_panels(axes[1:], result, index)
@@ -177,29 +178,37 @@ def loss_weight_presets(weights) -> dict[str, Any]:
     }
 
 
+def loss_weight_probes(x: torch.Tensor, y: torch.Tensor, weights, gram, cfg, presets: dict | None = None,
+                       steps: int = 20, seed: int = 0, crop: int | None = 48,
+                       device: str | torch.device = "cpu") -> dict[str, FewSteps]:
+    """:func:`few_step_rendering` for each preset (default :func:`loss_weight_presets` of ``weights``), same start."""
+    presets = loss_weight_presets(weights) if presets is None else presets
+    return {name: few_step_rendering(x, y, w, gram, cfg, steps=steps, seed=seed, crop=crop, device=device)
+            for name, w in presets.items()}
+
+
 def loss_weight_grid(x: torch.Tensor, y: torch.Tensor, weights, gram, cfg, presets: dict | None = None,
                      steps: int = 20, seed: int = 0, crop: int | None = 48, device: str | torch.device = "cpu",
-                     index: int = 0) -> Figure:
+                     index: int = 0, probes: dict[str, FewSteps] | None = None) -> Figure:
     """The static view of the loss-weight widget: one row of :func:`loss_terms_and_rendering`'s panels per preset.
 
     ``presets``: ``{name: LossWeights}``, default :func:`loss_weight_presets` of ``weights``. Every row starts from
-    the same seeded network on the same batch; the bar panels share their y range. Deterministic; returns a
-    figure outside pyplot.
+    the same seeded network on the same batch; the bar panels share their y range. ``probes``: the
+    :func:`loss_weight_probes` already run (then nothing is re-run). Deterministic; returns a figure outside pyplot.
     """
-    presets = loss_weight_presets(weights) if presets is None else presets
-    fig = Figure(figsize=(13, 3.1 * len(presets)), layout="constrained")
-    axes = fig.subplots(len(presets), 4, width_ratios=(2.2, 1, 1, 1), squeeze=False)
+    if probes is None:
+        probes = loss_weight_probes(x, y, weights, gram, cfg, presets, steps, seed, crop, device)
+    fig = Figure(figsize=column_figsize(4, len(probes), 0.95, 0.3), layout="constrained")
+    axes = fig.subplots(len(probes), 4, width_ratios=(2.2, 1, 1, 1), squeeze=False)
     result = None
-    for r, (name, w) in enumerate(presets.items()):
-        row = axes[r]
-        result = few_step_rendering(x, y, w, gram, cfg, steps=steps, seed=seed, crop=crop, device=device)
-        _terms_panel(row[0], result, name, legend=r == 0)
-        _image_panels(row[1:], result, index)
+    for r, (name, result) in enumerate(probes.items()):
+        _terms_panel(axes[r, 0], result, name, legend=r == 0)
+        _image_panels(axes[r, 1:], result, index)
     top = max(ax.get_ylim()[1] for ax in axes[:, 0])
     for ax in axes[:, 0]:
         ax.set_ylim(0, top)
     if result is not None:
-        fig.suptitle(_few_steps_note(result), fontsize=9)
+        fig.suptitle(_few_steps_note(result), fontsize=8)
     return fig
 
 

@@ -1,4 +1,8 @@
-"""Notebook 03's figures: transport problems and plans, ranked matches, target loads, pairing quality."""
+"""Notebook 03's figures: transport problems and plans, ranked matches, target loads.
+
+Every figure fits the course site's column (:func:`~isp_support.viz.theme.column_figsize`); matrices get axis
+labels and colour bars.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +13,43 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from .theme import COLUMN_INCHES, column_figsize
+
+_AXIS_NAMES = {"C": ("target", "source"), "D_X": ("source", "source"), "D_Y": ("target", "target")}
+
+
+def _matrix_panel(fig, ax, m, title: str, xlabel: str, ylabel: str, **imshow) -> None:
+    """One small matrix: integer ticks, axis labels, its own colour bar."""
+    m = np.asarray(m)
+    fig.colorbar(ax.imshow(m, **imshow), ax=ax, shrink=0.8)
+    ax.set_xticks(range(m.shape[1]))
+    ax.set_yticks(range(m.shape[0]))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(False)
+
 
 def transport_problem(cost, dx, dy, plans: dict):
-    """A toy transport problem: the cross cost ``C`` and the distances ``D_X``, ``D_Y`` (top), its plans (below).
+    """A toy transport problem: the cross cost ``C`` and the distances ``D_X``, ``D_Y`` (top row), then its plans,
+    two per row, rows scaled to sum to 1. Every panel has axis labels and a colour bar.
 
-    ``plans``: ``{title: (Ns, Nt) plan}``, drawn with rows scaled to sum to 1.
+    ``plans``: ``{title: (Ns, Nt) plan}``.
     """
-    panels = {"C (source x target)": cost, "D_X (source x source)": dx, "D_Y (target x target)": dy}
-    n_cols = max(len(panels), len(plans))
-    fig, axes = plt.subplots(2, n_cols, figsize=(3.1 * n_cols, 6.0), squeeze=False)
-    for ax, (title, m) in zip(axes[0], panels.items()):
-        fig.colorbar(ax.imshow(np.asarray(m), cmap="magma"), ax=ax, shrink=0.7)
-        ax.set_title(title, fontsize=9)
-    for ax, (title, plan) in zip(axes[1], plans.items()):
+    panels = {"C (source x target)": (cost, "C"), "D_X (source x source)": (dx, "D_X"),
+              "D_Y (target x target)": (dy, "D_Y")}
+    plan_rows = -(-len(plans) // 2)
+    fig = plt.figure(figsize=(COLUMN_INCHES, 2.4 + 2.6 * plan_rows), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=(2.4, 2.6 * plan_rows))
+    for ax, (title, (m, key)) in zip(top.subplots(1, 3), panels.items()):
+        _matrix_panel(top, ax, m, title, f"{_AXIS_NAMES[key][0]} j", f"{_AXIS_NAMES[key][1]} i", cmap="magma")
+    axes = np.atleast_1d(bottom.subplots(plan_rows, 2, squeeze=False)).ravel()
+    for ax, (title, plan) in zip(axes, plans.items()):
         p = np.asarray(plan)
-        ax.imshow(p / p.sum(1, keepdims=True), cmap="viridis", vmin=0, vmax=1)
-        ax.set_title(f"{title}\n(rows sum to 1)", fontsize=9)
-    for ax in axes.flat:
-        if not ax.images:
-            ax.axis("off")
-            continue
-        rows, cols = ax.images[0].get_array().shape
-        ax.set_xticks(range(cols))
-        ax.set_yticks(range(rows))
-    fig.tight_layout()
+        _matrix_panel(bottom, ax, p / p.sum(1, keepdims=True), f"{title} (rows sum to 1)", "target j", "source i",
+                      cmap="viridis", vmin=0, vmax=1)
+    for ax in axes[len(plans):]:
+        ax.axis("off")
     plt.show()
 
 
@@ -41,26 +58,32 @@ def block_distances(blocks: dict[str, dict[str, torch.Tensor]], names: Sequence[
 
     ``blocks``: ``{"source": {block: (Ns, D)}, "target": {block: (Nt, D)}}``.
     """
-    fig, axes = plt.subplots(1, len(names), figsize=(12, 3.2))
-    for ax, name in zip(axes, names):
-        ax.imshow(torch.cdist(blocks["source"][name], blocks["target"][name]).numpy(), cmap="magma")
-        ax.set_title(f"{name} distance")
+    fig, axes = plt.subplots(len(names), 1, figsize=column_figsize(1, len(names), 0.3, 0.3 * len(names)),
+                             layout="constrained", squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        im = ax.imshow(torch.cdist(blocks["source"][name], blocks["target"][name]).numpy(), cmap="magma",
+                       aspect="auto", interpolation="nearest")
+        fig.colorbar(im, ax=ax, label="distance")
+        ax.set_title(f"{name} block")
+        ax.grid(False)
         ax.set_xlabel("target image")
         ax.set_ylabel("source image")
-    fig.tight_layout()
     plt.show()
 
 
 def image_plans(plans: dict[str, np.ndarray]):
-    """Image-level plans side by side, rows scaled to sum to 1, one shared colour bar."""
-    fig, axes = plt.subplots(1, len(plans), figsize=(12, 4))
+    """Image-level plans, one per row, rows scaled to sum to 1, one shared colour bar."""
+    fig, axes = plt.subplots(len(plans), 1, figsize=column_figsize(1, len(plans), 0.36, 0.3), layout="constrained",
+                             squeeze=False)
     im = None
-    for ax, (key, plan) in zip(np.atleast_1d(axes), plans.items()):
-        im = ax.imshow(plan / plan.sum(1, keepdims=True), cmap="viridis", aspect="auto", vmin=0, vmax=1)
+    for ax, (key, plan) in zip(axes[:, 0], plans.items()):
+        im = ax.imshow(plan / plan.sum(1, keepdims=True), cmap="viridis", aspect="auto", vmin=0, vmax=1,
+                       interpolation="nearest")
         ax.set_xlabel("target image")
         ax.set_ylabel("source image")
         ax.set_title(f"{key}: image plan (rows sum to 1)")
-    fig.colorbar(im, ax=axes)
+        ax.grid(False)
+    fig.colorbar(im, ax=axes.ravel().tolist(), label="share of the source image")
     plt.show()
 
 
@@ -73,7 +96,8 @@ def ranked_matches(result, run_dir: str | Path, n_show: int, k_show: int = 5, sp
     from ..pipeline.stitch import load_stitched
 
     k_show = min(k_show, result.top_images.shape[1])
-    fig, axes = plt.subplots(n_show, k_show + 1, figsize=(2.2 * (k_show + 1), 1.9 * n_show), squeeze=False)
+    fig, axes = plt.subplots(n_show, k_show + 1, figsize=column_figsize(k_show + 1, n_show, 0.85, 0.2),
+                             layout="constrained", squeeze=False)
     for row, src in enumerate(result.source_image_ids[:n_show]):
         axes[row, 0].imshow(load_stitched(run_dir, split, "raw", src))
         axes[row, 0].set_title(f"source {src}", fontsize=8)
@@ -83,7 +107,6 @@ def ranked_matches(result, run_dir: str | Path, n_show: int, k_show: int = 5, sp
             axes[row, col + 1].set_title(f"#{col + 1} · {result.top_image_scores[row, col]:.3f}", fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
-    fig.tight_layout()
     plt.show()
 
 
@@ -98,8 +121,9 @@ def patch_matches(sources: Sequence[str], graphs: dict, run_dir: str | Path, tar
     from ..pipeline.preprocess import output_path
     from ..runs import RunLayout
 
-    fig, axes = plt.subplots(len(graphs) * len(sources), k + 1, figsize=(8, 2.1 * len(graphs) * len(sources)),
-                             squeeze=False)
+    rows = len(graphs) * len(sources)
+    fig, axes = plt.subplots(rows, k + 1, figsize=(min(COLUMN_INCHES, 1.9 * (k + 1)), 1.9 * rows),
+                             layout="constrained", squeeze=False)
     for i, s in enumerate(sources):
         pre = np.load(output_path(RunLayout(run_dir).preprocessed, split, s)).astype(np.float32).transpose(1, 2, 0)
         for r, (m, graph) in enumerate(graphs.items()):
@@ -111,13 +135,12 @@ def patch_matches(sources: Sequence[str], graphs: dict, run_dir: str | Path, tar
                 ax_row[c + 1].set_title(f"{t} · w={w:.2f}", fontsize=7)
     for ax in axes.flat:
         ax.axis("off")
-    fig.tight_layout()
     plt.show()
 
 
 def target_loads(graphs: dict):
     """Per graph, the load of every target (expected draws when each source draws once), largest first."""
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = plt.subplots(figsize=column_figsize(1, 1, 0.4), layout="constrained")
     for m, g in graphs.items():
         load = np.bincount(g.indices, weights=g.weights, minlength=len(g.target_ids))
         ax.plot(np.sort(load)[::-1], label=m)
@@ -125,27 +148,4 @@ def target_loads(graphs: dict):
     ax.set_ylabel("load")
     ax.set_yscale("symlog", linthresh=0.1)
     ax.legend()
-    plt.show()
-
-
-def _quality_colour(name: str) -> str:
-    return ("tab:gray" if name in ("random", "knn") else "tab:red" if name == "paper" else
-            "tab:green" if name == "default (ot)" else "tab:blue")
-
-
-def pairing_quality_bars(table, figures: Sequence[str] = ("Y mean", "U mean", "V mean", "top target share")):
-    """Notebook 03's pairing-quality table as bars with their bootstrap intervals, random's value dashed.
-
-    ``table``: :func:`~isp_support.pairing.quality.summary_table`'s frame (one row per graph, ``random`` among them).
-    """
-    names = list(table.index)
-    fig, axes = plt.subplots(1, len(figures), figsize=(16, 0.32 * len(names) + 1.5), sharey=True)
-    for ax, figure in zip(axes, figures):
-        mean = table[figure].to_numpy(float)
-        err = np.abs(table[[f"{figure} lo", f"{figure} hi"]].to_numpy(float).T - mean)
-        ax.barh(names, mean, xerr=err, color=[_quality_colour(n) for n in names])
-        ax.axvline(table.loc["random", figure], color="k", lw=0.8, ls="--")
-        ax.set_title(figure + (" error" if figure != "top target share" else ""))
-    axes[0].invert_yaxis()
-    fig.tight_layout()
     plt.show()
