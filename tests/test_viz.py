@@ -82,7 +82,7 @@ def test_patch_matches_show_each_sources_heaviest_targets(figure, tmp_path):
 
 
 def test_evaluation_figures(figure):
-    regret = pd.DataFrame({"rule": ["a", "a", "b"], "regret psnr": [0.0, -0.5, -0.1]})
+    regret = pd.DataFrame({"rule": ["a", "a", "b"], "method": ["ot", "knn", "ot"], "regret psnr": [0.0, -0.5, -0.1]})
     viz.regret_scatter(regret)
     assert [t.get_text() for t in figure().axes[0].get_yticklabels()] == ["a", "b"]
     img = torch.rand(3, 8, 8)

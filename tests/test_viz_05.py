@@ -110,19 +110,14 @@ def test_stage2_reading_reads_each_expert():
     assert "only structure separates them" in text and "below chance" in text
 
 
-def test_target_sample_draws_over_every_scene(tmp_path):
-    from PIL import Image
+def test_the_target_sample_of_the_colour_figures_reaches_every_scene():
+    from isp_support.evaluate.held_out import even_sample
 
-    files = {}
-    for scene, value in (("tgt000", 40), ("tgt001", 200)):
-        for k in range(10):
-            path = tmp_path / f"{scene}_{k}.png"
-            Image.new("RGB", (4, 4), (value, value, value)).save(path)
-            files[f"{scene}_{k}"] = path
-    sample = viz.target_sample(files, 4)
-    assert sample.shape == (4, 3, 4, 4)
-    first = torch.stack([torch.full((3, 4, 4), 40 / 255)] * 4)  # what the first 4 ids in order would give
-    assert sample.amax() > first.amax() + 0.5, "the sample must reach the second scene"
+    ids = [f"tgt{s:03d}_{k}" for s in range(5) for k in range(20)]
+    picked = even_sample(ids, 10)
+    assert len(picked) == 10 and {p[:6] for p in picked} == {f"tgt{s:03d}" for s in range(5)}
+    assert sorted(ids)[:10] != picked and {p[:6] for p in sorted(ids)[:10]} == {"tgt000"}  # the old sample
+    assert even_sample(ids[:3], 10) == ids[:3] and even_sample([], 4) == []
 
 
 def test_comparison_reading_follows_each_difference():

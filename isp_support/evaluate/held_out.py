@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -24,7 +25,7 @@ from ..io import read_rgb_tensor
 from ..train.pairs import PairSource, pair_source, read_source
 from ..train.validate import Validator
 
-__all__ = ["colour_sets", "epoch_check", "ground_truth", "psnr_to_truth"]
+__all__ = ["colour_sets", "epoch_check", "even_sample", "ground_truth", "psnr_to_truth"]
 
 
 def ground_truth(cfg: Config, run_dir: str | Path, src: PairSource) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,11 +65,20 @@ def epoch_check(run: Any, inputs: torch.Tensor | None, truth: torch.Tensor | Non
 def colour_sets(src: PairSource, cfg: Config, models: dict[str, torch.nn.Module],
                 device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """The batches of :func:`isp_support.viz.colour_distributions`: ``input`` (the validator's patches), each of
-    ``models``' renderings of them under its name, and ``target domain`` (as many target patches, in id order)."""
+    ``models``' renderings of them under its name, and ``target domain``: as many target patches, evenly spaced
+    over the sorted target ids, so every target scene is in it (the first ids alone are one scene's patches)."""
     inputs = Validator.for_source(src, cfg, device).inputs.float()
     sets = {"input": inputs}
     for name, model in models.items():
         sets[name] = inference.predict(model, inputs, device)
     sets["target domain"] = torch.stack([read_rgb_tensor(src.target_files[t])
-                                         for t in sorted(src.target_files)[:len(inputs)]])
+                                         for t in even_sample(src.target_files, len(inputs))])
     return sets
+
+
+def even_sample(ids, n: int) -> list:
+    """``n`` of ``ids`` (sorted), evenly spaced from the first to the last: every scene of a set of patch ids is
+    in it, where the first ``n`` ids can all be one scene's."""
+    ids = sorted(ids)
+    picks = np.linspace(0, len(ids) - 1, min(n, len(ids))).round().astype(int) if ids else []
+    return [ids[i] for i in sorted(set(picks))]

@@ -1,11 +1,8 @@
-"""Notebook 05's figures and readings: the hinge GAN on a 1-D toy, the chroma spread of the UV clouds, and what
-stage 2's adversarial epochs did in a run, in words chosen by the numbers.
+"""Notebook 05's figures and readings: the hinge GAN on a 1-D toy, and what stage 2's adversarial epochs did in a
+run, in words chosen by the numbers (the UV clouds' spread: :mod:`.colour_spread`).
 
 * :func:`hinge_toy`: the toy's distributions before and after, the discriminator's output curve with the hinge
   margins, and both hinge losses per step (05, "A hinge GAN on a toy"); :func:`toy_reading` says what it shows.
-* :func:`target_sample`, :func:`chroma_spread` / :func:`spread_reading`: a target-domain sample drawn over every
-  target scene, and how wide each UV cloud of figure 5 is against the target domain's (05, "Colour
-  distributions").
 * :func:`stage2_reading` / :func:`discriminator_reading`: colour distance per adversarial epoch, the kept
   checkpoint, and the discriminator's hinge loss per epoch (05, the U-Net run and the expert committee).
 """
@@ -21,8 +18,6 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from ..io import read_rgb_tensor
-from ..metrics import yuv_pixels
 from .theme import column_figsize
 
 CHANCE = 2.0
@@ -105,73 +100,6 @@ def _ratio_words(ratio: float, tolerance: float = 0.15) -> str:
     if abs(ratio - 1) <= tolerance:
         return "about as wide as"
     return f"{ratio:.1f} times as wide as" if ratio > 1 else f"narrower than ({ratio:.2f} times)"
-
-
-SPREAD = "chroma spread"
-RATIO = "spread / target's"
-OFFSET = "centre offset"
-
-
-def target_sample(target_files: Mapping[Any, Any], n: int) -> torch.Tensor:
-    """``n`` target patches spread evenly over ``target_files`` (id -> path) in id order, every target scene in
-    it: the first ``n`` ids in order can all come from one scene, and then show one scene's colours, not the
-    target domain's."""
-    ids = sorted(target_files)
-    picked = ids[:: max(1, len(ids) // max(n, 1))][:n]
-    return torch.stack([read_rgb_tensor(target_files[i]) for i in picked])
-
-
-def chroma_spread(sets: Mapping[str, torch.Tensor], target: str = "target domain",
-                  max_pixels: int = 1_000_000) -> pd.DataFrame:
-    """Per RGB batch of ``sets`` (:func:`isp_support.evaluate.held_out.colour_sets`' order): the centre of its UV
-    cloud, its spread (RMS distance of the pixels' (U, V) from that centre), the spread over ``target``'s, and
-    the distance of its centre from ``target``'s."""
-    rows = {}
-    for name, rgb in sets.items():
-        uv = yuv_pixels(rgb.float().cpu(), max_pixels)[:, 1:].double()
-        centre = uv.mean(dim=0)
-        rows[name] = {"U centre": float(centre[0]), "V centre": float(centre[1]),
-                      SPREAD: float((uv - centre).pow(2).sum(dim=1).mean().sqrt())}
-    table = pd.DataFrame(rows).T
-    table[RATIO] = table[SPREAD] / table.loc[target, SPREAD]
-    table[OFFSET] = np.hypot(table["U centre"] - table.loc[target, "U centre"],
-                             table["V centre"] - table.loc[target, "V centre"])
-    return table
-
-
-def spread_reading(table: pd.DataFrame, target: str = "target domain", source: str = "input",
-                   tolerance: float = 0.15, start: str = "stage 1") -> str:
-    """Each network's UV cloud against the target domain's, in words chosen by :func:`chroma_spread`'s figures:
-    wider (overshoots), narrower or about as wide (within ``tolerance``), and how far off its centre is."""
-    goal = table.loc[target, SPREAD]
-    nets = table.drop(index=[target, source], errors="ignore")
-    parts = [f"`{name}` {row[SPREAD]:.3f} ({row[RATIO]:.2f} times the target's, centre {row[OFFSET]:.3f} from "
-             f"the target's)" for name, row in nets.iterrows()]
-    if (nets[RATIO] > 1 + tolerance).all():
-        verdict = ("every network's UV cloud overshoots the target's: it is wider, the outputs spread over more "
-                   "colours than the target domain")
-    elif (nets[RATIO] < 1 - tolerance).all():
-        verdict = "every network's UV cloud is narrower than the target's: the outputs spread over fewer colours"
-    elif ((nets[RATIO] - 1).abs() <= tolerance).all():
-        verdict = "every network's UV cloud is about as wide as the target's"
-    else:
-        verdict = "the networks' UV clouds are not all wider, nor all narrower, than the target's"
-    far = nets[OFFSET].max()
-    centre = (f" Their centres lie up to {far:.3f} from the target's, {far / goal:.1f} times its spread: the "
-              f"outputs' average colour is off the target's as well." if far > 0.5 * goal else
-              f" Their centres lie within {far:.3f} of the target's, less than half its spread.")
-    inputs = (f" The input's spread is {table.loc[source, SPREAD]:.3f} ({table.loc[source, RATIO]:.2f} times the "
-              f"target's)." if source in table.index else "")
-    later = [n for n in nets.index if n != start]
-    versus = ""
-    if start in nets.index and later:
-        ratios = {n: nets.loc[n, SPREAD] / nets.loc[start, SPREAD] for n in later}
-        versus = f" Against `{start}`'s cloud: " + ", ".join(
-            f"`{n}`'s is {r:.2f} times as wide ("
-            + ("about as wide" if abs(r - 1) <= 0.05 else "wider" if r > 1 else "narrower") + ")"
-            for n, r in ratios.items()) + "."
-    return (f"**Reading.** Chroma spread (the RMS distance of a pixel's (U, V) from its cloud's centre): target "
-            f"domain {goal:.3f}; " + "; ".join(parts) + f". So {verdict}.{centre}{versus}{inputs}")
 
 
 def comparison_reading(table: pd.DataFrame, start: str = "stage 1",

@@ -74,7 +74,8 @@ def few_step_rendering(x: torch.Tensor, y: torch.Tensor, weights, gram, cfg, ste
     The network is ``ColourNet(hidden=cfg.train.hidden, head=cfg.train.head)`` built under ``torch.manual_seed(seed)``
     (the global random state is restored afterwards), the optimiser AdamW at ``cfg.train.lr`` and
     ``cfg.train.weight_decay``, the loss :func:`~isp_support.train.losses.stage1_loss` with ``weights`` against ``y``
-    (``gram``: the :class:`~isp_support.train.gram.GramLoss`, on ``device``; may be ``None`` when ``weights.gram == 0``).
+    (``gram``: the :class:`~isp_support.train.gram.GramLoss`, on ``device``; may be ``None`` when
+    ``weights.gram == 0``).
     Every step sees the same batch: ``x`` and ``y`` (``(B, 3, H, W)``) centre-cropped to ``crop`` pixels (``None``:
     whole patches), which keeps one call to a few seconds on two CPU cores. A step whose loss is not finite is
     skipped, as in training. Deterministic for a seed on a given device.
@@ -106,8 +107,8 @@ def few_step_rendering(x: torch.Tensor, y: torch.Tensor, weights, gram, cfg, ste
     with torch.no_grad():
         out = net(xs)
     after = weighted_loss_terms(out, ys, weights, gram)
-    return FewSteps(weights, taken, float(cfg.train.lr), xs.cpu(), tuple(x.shape[-2:]), ys.cpu(), out.cpu(), before, after,
-                    time.perf_counter() - t0)
+    return FewSteps(weights, taken, float(cfg.train.lr), xs.cpu(), tuple(x.shape[-2:]), ys.cpu(), out.cpu(), before,
+                    after, time.perf_counter() - t0)
 
 
 def _weights_label(weights) -> str:

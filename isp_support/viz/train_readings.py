@@ -55,28 +55,6 @@ def probe_reading(probes: Mapping[str, object], index: int = 0) -> str:
     return text
 
 
-def chroma_spread(rgb: torch.Tensor) -> float:
-    """The spread of a batch's pooled chroma: ``sqrt(var U + var V)`` over all its pixels."""
-    from kornia.color import rgb_to_yuv
-
-    yuv = rgb_to_yuv(rgb.float().cpu()).permute(1, 0, 2, 3).reshape(3, -1)
-    return float((yuv[1].var(unbiased=False) + yuv[2].var(unbiased=False)).sqrt())
-
-
-def uv_spread_reading(sets: Mapping[str, torch.Tensor], target: str = "target domain", source: str = "input") -> str:
-    """The colour clouds' reading: each output's chroma spread against the target domain's (and the input's)."""
-    spread = {name: chroma_spread(rgb) for name, rgb in sets.items()}
-    lines = [f"Chroma spread (`sqrt(var U + var V)` of the pooled pixels): {source} {spread[source]:.4f}, "
-             f"{target} {spread[target]:.4f}."]
-    for name in (n for n in sets if n not in (source, target)):
-        ratio = spread[name] / spread[target]
-        word = ("overshoots the target's" if ratio > 1.1 else "stays inside the target's" if ratio < 0.9
-                else "matches the target's")
-        lines.append(f"* **{name}**: {spread[name]:.4f}, {ratio:.2f} times the target domain's: its UV cloud "
-                     f"{word} spread.")
-    return "\n".join(lines)
-
-
 def training_effect_reading(untrained: Mapping[str, float], best: Mapping[str, float], best_epoch: int,
                             min_structure: float) -> str:
     """Did training help: colour distance and structure fidelity of the kept epoch against the identity's."""
