@@ -118,7 +118,8 @@ SITE_CSS = """\
 .bd-article table.ablation { font-size: 0.92em; }
 .bd-article table.ablation td, .bd-article table.ablation th { padding: 0.4rem 0.55rem; }
 .bd-article table.ablation td:first-child { min-width: 10rem; }
-@media (max-width: 576px) { .bd-article table { font-size: 0.85em; } .bd-article table.ablation td:first-child {
-  min-width: 8rem; } }
+@media (max-width: 576px) {
+  .bd-article table, .bd-article table.ablation { font-size: 0.85em; }
+  .bd-article table.ablation td:first-child { min-width: 8rem; } }
 """
 """The site's own style sheet (``_static/course.css``), loaded after the theme's."""
