@@ -61,8 +61,8 @@ def load_course(path: str | Path | None) -> Course:
         record = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise CourseError(f"{path}: cannot read the course file ({exc})") from exc
-    known = {f.name for f in fields(Course)}
-    unknown = sorted(set(record) - known)
+    known = [f.name for f in fields(Course)]
+    unknown = sorted(set(record) - set(known))
     if unknown:
         raise CourseError(f"{path}: unknown field(s) {', '.join(unknown)}; a course file holds {', '.join(known)}")
     bad = sorted(k for k, v in record.items() if not isinstance(v, str))
