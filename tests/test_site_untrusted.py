@@ -68,7 +68,7 @@ def hostile_run(tmp_path, secret):
     layout.metrics("06_evaluate").parent.mkdir(parents=True, exist_ok=True)
     layout.metrics("06_evaluate").write_text(json.dumps({
         "table": {"<script>alert('row')</script>": {"psnr": 1.0}}, "split": "test", "scenes": 1, "patches": 1,
-        "seeds": [0], "checks": [f"```{{include}} {secret}\n```", "<script>alert('check')</script>"]}))
+        "seeds": [0], "verdict": [f"```{{include}} {secret}\n```", "<script>alert('verdict')</script>"]}))
     return run, source
 
 
