@@ -97,3 +97,22 @@ def test_stitching_figures_fit_the_column(figure):
     res = {"a": _result((3, 4)), "b": _result((4, 3))}
     viz.layout_score_bars([("s", res)], {"s": (3, 4)})
     assert _fits(figure())
+
+
+def test_the_data_description_follows_the_data_and_the_config():
+    demo = viz.data_description("demo", {"unprocessing": "Brooks et al. 2019, CVPR", "config": {"photo_sources": [
+        "wheels"]}, "scenes": [{"photo_id": 1}, {"photo_id": 1}, {"photo_id": 2}]}, n_raw=10, n_gt=10, side=48,
+        semantic="vgg16_offline", style="vgg16_offline")
+    assert "**synthetic**: 2 real photos (wheels)" in demo[0] and "all 10 RAW patches have" in demo[0]
+    assert "against the paper's 256 px" in demo[1]
+    assert "VGG16 in place of the paper's DINOv2" in demo[2] and "in place of the paper's VGG19" in demo[2]
+    full = viz.data_description("full", {}, n_raw=10, n_gt=0, side=256, semantic="dinov2_vits14", style="vgg19")
+    assert "not built by this package" in full[0] and "no RAW patch has a ground-truth" in full[0]
+    assert "the paper's size" in full[1] and full[2].count("as the paper does") == 2
+
+
+def test_the_channel_reading_names_the_cast_the_planes_show():
+    green = viz.channel_reading({"R": 100, "Gr": 300, "Gb": 300, "B": 100}, 3, 1023)
+    assert "3.00 times the red" in green and "green cast" in green and "(of 1023)" in green
+    assert "leans away from blue" in viz.channel_reading({"R": 280, "Gr": 300, "Gb": 300, "B": 100}, 3, 1023)
+    assert "little green cast" in viz.channel_reading({"R": 290, "Gr": 300, "Gb": 300, "B": 280}, 3, 1023)

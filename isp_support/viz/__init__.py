@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .adversarial import comparison_reading, hinge_toy, stage2_reading, toy_reading
 from .colour_spread import chroma_spread, spread_reading
+from .data_readings import channel_reading, data_description
 from .evaluation import claims_figure, regret_scatter, rendering_grid, seed_points, whole_and_patchwise
 from .images import show_images, to_rgb_images
 from .knobs import (KNOB_FIGURES, KNOB_GRID, knob_match, plan_and_quality_figure, plan_and_quality_grid,
