@@ -70,3 +70,21 @@ def test_rows_missing_from_the_run_are_left_out():
     j, _ = _judge({"random": 1.0}, noise=0.3, sd={})
     assert list(j.reset_index()["worse"]) == ["random"]
     assert claims.sentences(j.iloc[:0]) == []
+
+
+def test_the_claims_and_seed_pictures_draw_one_row_per_claim_and_per_method(monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from isp_support import viz
+
+    monkeypatch.setattr(plt, "show", lambda: None)
+    j, _ = _judge({"floor": -5.0, "knn": 4.0, "random": 0.0}, noise=0.3, sd={"ot": 0.2, "knn": 0.2, "random": 0.2})
+    viz.claims_figure(j.reset_index())
+    ax = plt.gcf().axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["ot vs floor", "ot vs random", "ot vs knn"]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["confirmed", "refuted", "undecided"]
+    plt.close("all")
+    scores = pd.DataFrame({"method": ["ot", "ot", "floor"], "seed": [0, 1, 0], "psnr": [18.0, 17.0, 12.0]})
+    viz.seed_points(scores, ["floor", "ot"])
+    assert [t.get_text() for t in plt.gcf().axes[0].get_yticklabels()] == ["floor", "ot"]
+    plt.close("all")

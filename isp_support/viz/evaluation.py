@@ -16,7 +16,8 @@ VERDICT_COLOURS = {"confirmed": "#0173b2", "refuted": "#d55e00", "undecided": "#
 
 def claims_figure(judgements: pd.DataFrame):
     """Each claim's gap (claimed side positive) with its 95% interval over test scenes, and twice the seed spread
-    around zero as a band: a gap is decided when its interval clears both zero and the band."""
+    around zero as a band: a gap is decided when its interval excludes zero and the gap itself lies outside the
+    band (:func:`isp_support.evaluate.scoring.verdicts`)."""
     fig, ax = plt.subplots(figsize=(COLUMN_INCHES, 0.55 * len(judgements) + 1.2))
     y = np.arange(len(judgements))
     for i, j in enumerate(judgements.itertuples()):
