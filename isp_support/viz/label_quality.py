@@ -62,16 +62,11 @@ def label_quality_points(qualities: Mapping, figures: Sequence[str] = QUALITY_FI
     return data
 
 
-def _overlap(a: pd.Series, b: pd.Series, seed: int, n_boot: int) -> bool:
-    """Whether the 95% bootstrap intervals over scenes of two graphs' scene values overlap (what the picture shows)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    bounds = []
-    for values in (a.to_numpy(float), b.to_numpy(float)):
-        boots = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(1)
-        bounds.append(np.percentile(boots, [2.5, 97.5]))
-    return bool(bounds[0][0] <= bounds[1][1] and bounds[1][0] <= bounds[0][1])
+def _apart(a, b, figures: Sequence[str], level: str, seed: int, n_boot: int) -> list[str]:
+    """The figures on which the two graphs' own 95% bootstrap intervals over scenes
+    (:meth:`~isp_support.pairing.quality.PairingQuality.summary`) do not overlap."""
+    sa, sb = (t[t["level"] == level].set_index("figure") for t in (q.summary(n_boot, seed) for q in (a, b)))
+    return [f for f in figures if sa.loc[f, "hi"] < sb.loc[f, "lo"] or sb.loc[f, "hi"] < sa.loc[f, "lo"]]
 
 
 def _pair_sentence(a, b, figures: Sequence[str], level: str, seed: int, n_boot: int) -> str:
@@ -84,8 +79,7 @@ def _pair_sentence(a, b, figures: Sequence[str], level: str, seed: int, n_boot: 
         side = "lower" if d <= -5e-5 else "higher" if d >= 5e-5 else "about equal"
         sure = "beyond its paired interval" if lo > 0 or hi < 0 else "within its paired interval: undecided"
         parts.append(f"{side} on {f} (by {abs(d):.4f}, {sure})")
-    ta, tb = a.per_scene(level), b.per_scene(level)
-    apart = [f for f in figures if not _overlap(ta[f], tb[f], seed, n_boot)]
+    apart = _apart(a, b, figures, level, seed, n_boot)
     seen = (f"their intervals in the picture are apart on {', '.join(apart)}" if apart
             else "their intervals in the picture overlap on every figure")
     return f"* **{a.name}** against **{b.name}**: error {'; '.join(parts)}; {seen}."
